@@ -1,0 +1,22 @@
+"""Dynamics models: MLP ensembles, normalisers, and their fitting."""
+
+from mbrl_jax.models.ensemble import (
+    ACTIVATIONS,
+    PROPAGATION_MODES,
+    Ensemble,
+    EnsembleParams,
+    EnsembleSpec,
+    MemberOutput,
+    ModelStep,
+    Uncertainty,
+    check_mode,
+    make_ensemble,
+)
+from mbrl_jax.models.normalizer import Normalizer
+from mbrl_jax.models.training import FitConfig, FitMetrics, FitState, Trainer, check_fit, make_trainer
+
+__all__ = [
+    "ACTIVATIONS", "PROPAGATION_MODES", "Ensemble", "EnsembleParams", "EnsembleSpec",
+    "MemberOutput", "ModelStep", "Uncertainty", "check_mode", "make_ensemble", "Normalizer",
+    "FitConfig", "FitMetrics", "FitState", "Trainer", "check_fit", "make_trainer",
+]

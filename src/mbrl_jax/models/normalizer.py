@@ -1,0 +1,70 @@
+"""Per-dimension standardisation with statistics kept in a pytree.
+
+The statistics live inside the model's parameters (see `ensemble.EnsembleParams`), so whatever
+holds the parameters (a planner, a checkpoint, a vmapped seed axis) holds the statistics too.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+# A dimension whose standard deviation is below this is treated as constant: its scale is set
+# to 1 so that (x - mean) / std stays finite. Dividing by a tiny std is what makes a
+# zero-variance input (a wall contact flag, a constant target) blow up a model's predictions.
+MIN_STD = 1e-6
+
+
+class Normalizer(NamedTuple):
+  """Mean and scale of a vector quantity.
+
+  Attributes:
+    mean: per-dimension mean.                                 # [D]
+    std: per-dimension scale, >= MIN_STD and 1 where constant. # [D]
+  """
+
+  mean: jax.Array
+  std: jax.Array
+
+
+def identity(size: int) -> Normalizer:
+  """A normaliser that leaves vectors of length `size` unchanged."""
+  return Normalizer(mean=jnp.zeros((size,), jnp.float32), std=jnp.ones((size,), jnp.float32))
+
+
+def fit(x: jax.Array, mask: jax.Array | None = None) -> Normalizer:
+  """Statistics of the rows of `x` where `mask` is true.
+
+  Args:
+    x: data.                                    # [N, D]
+    mask: which rows count; all when None.      # [N]
+
+  Returns:
+    A `Normalizer`. Dimensions with (near-)zero variance get std 1. With no valid rows the
+    identity normaliser is returned.
+  """
+  x = x.astype(jnp.float32)
+  if mask is None:
+    mask = jnp.ones(x.shape[:1], bool)
+  w = mask.astype(jnp.float32)[:, None]        # [N, 1]
+  x = jnp.where(mask[:, None], x, 0.0)         # rows left out may hold NaN or garbage
+  count = jnp.maximum(w.sum(), 1.0)
+  mean = x.sum(0) / count
+  var = (jnp.square(x - mean) * w).sum(0) / count
+  std = jnp.sqrt(var)
+  std = jnp.where(std < MIN_STD, 1.0, std)
+  has_data = w.sum() > 0
+  return Normalizer(
+      mean=jnp.where(has_data, mean, 0.0), std=jnp.where(has_data, std, 1.0))
+
+
+def normalize(norm: Normalizer, x: jax.Array) -> jax.Array:
+  """(x - mean) / std, broadcasting over leading axes of `x` [..., D]."""
+  return (x - norm.mean) / norm.std
+
+
+def denormalize(norm: Normalizer, x: jax.Array) -> jax.Array:
+  """x * std + mean, the inverse of `normalize`."""
+  return x * norm.std + norm.mean

@@ -1,0 +1,34 @@
+"""Shared test helpers."""
+
+import contextlib
+
+import jax
+
+
+class CompileCount:
+  def __init__(self):
+    self.count = 0
+
+
+_active: list[CompileCount] = []
+
+
+def _on_event(event: str, duration: float, **kwargs) -> None:
+  del duration, kwargs
+  if event == "/jax/core/compile/backend_compile_duration":
+    for counter in _active:
+      counter.count += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_event)
+
+
+@contextlib.contextmanager
+def count_compilations():
+  """Counts XLA backend compilations inside the block (build the inputs before entering it)."""
+  counter = CompileCount()
+  _active.append(counter)
+  try:
+    yield counter
+  finally:
+    _active.remove(counter)

@@ -1,0 +1,19 @@
+"""The README's commands are the ones CI runs."""
+
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _commands(text):
+  return [line.strip() for line in text.splitlines()
+          if line.strip() and not line.strip().startswith("#")]
+
+
+def test_ci_runs_the_readme_test_command():
+  readme = (ROOT / "README.md").read_text()
+  block = readme.split("```bash", 1)[1].split("```", 1)[0]
+  test_command = [c for c in _commands(block) if "pytest" in c]
+  assert len(test_command) == 1
+  ci = _commands((ROOT / ".ci" / "run").read_text())
+  assert test_command[0] in ci
