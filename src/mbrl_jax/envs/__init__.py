@@ -1,0 +1,50 @@
+"""mbrl_jax.envs: environments on Brax's `Env` API, task fns and rollouts.
+
+* :func:`make` / :func:`registered_names`: our pure-JAX classic-control envs
+  (``cartpole_continuous``, ``cartpole_swingup``, ``pendulum``; actions in
+  [-1, 1], 200-step episodes) and every Brax env by name, time-limited with
+  Brax's ``EpisodeWrapper``.
+* :func:`get_task_fns` (and :func:`get_reward_fn`, :func:`get_termination_fn`):
+  ``fn(obs, action, next_obs)`` that reproduce the env's reward and done exactly.
+* :class:`PixelObservation`: uint8 [size, size, 3] image observations.
+* :func:`rollout` / :func:`batch_rollout`: ``lax.scan`` policy rollouts
+  returning :class:`mbrl_jax.types.Transition` with a leading time axis.
+"""
+
+from mbrl_jax.envs.cartpole import CartpoleContinuous
+from mbrl_jax.envs.cartpole import CartpoleSwingup
+from mbrl_jax.envs.pendulum import Pendulum
+from mbrl_jax.envs.pixels import PixelObservation
+from mbrl_jax.envs.registry import default_episode_length
+from mbrl_jax.envs.registry import HopperFullObs
+from mbrl_jax.envs.registry import make
+from mbrl_jax.envs.registry import make_unwrapped
+from mbrl_jax.envs.registry import registered_names
+from mbrl_jax.envs.rollout import batch_rollout
+from mbrl_jax.envs.rollout import random_policy
+from mbrl_jax.envs.rollout import rollout
+from mbrl_jax.envs.task_fns import get_reward_fn
+from mbrl_jax.envs.task_fns import get_task_fns
+from mbrl_jax.envs.task_fns import get_termination_fn
+from mbrl_jax.envs.task_fns import task_fn_names
+from mbrl_jax.envs.task_fns import TaskFns
+
+__all__ = [
+    'CartpoleContinuous',
+    'CartpoleSwingup',
+    'HopperFullObs',
+    'Pendulum',
+    'PixelObservation',
+    'TaskFns',
+    'batch_rollout',
+    'default_episode_length',
+    'get_reward_fn',
+    'get_task_fns',
+    'get_termination_fn',
+    'make',
+    'make_unwrapped',
+    'random_policy',
+    'registered_names',
+    'rollout',
+    'task_fn_names',
+]

@@ -1,0 +1,131 @@
+"""Policy rollouts in Brax envs as `lax.scan`, returning `Transition`s."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from brax.envs.base import Env, State
+from brax.envs.wrappers import training
+import jax
+import jax.numpy as jnp
+
+from mbrl_jax.types import PRNGKey, Transition
+
+PolicyFn = Callable[[PRNGKey, jax.Array], jax.Array]
+
+
+def random_policy(action_size: int) -> PolicyFn:
+  """``policy_fn(key, obs) -> U[-1, 1]^action_size`` actions, [A]."""
+
+  def policy_fn(key: PRNGKey, obs: jax.Array) -> jax.Array:
+    del obs
+    return jax.random.uniform(key, (action_size,), jnp.float32, -1.0, 1.0)
+
+  return policy_fn
+
+
+def _check_no_auto_reset(env: Env) -> None:
+  e = env
+  while True:
+    if isinstance(e, training.AutoResetWrapper):
+      raise ValueError(
+          'rollout() resets episodes itself and needs the true final obs; '
+          'pass an env without AutoResetWrapper (mbrl_jax.envs.make adds none).'
+      )
+    if not hasattr(e, 'env') or e is e.unwrapped:
+      return
+    e = e.env
+
+
+def rollout(
+    env: Env,
+    policy_fn: PolicyFn,
+    key: PRNGKey,
+    num_steps: int,
+    *,
+    init_state: State | None = None,
+    auto_reset: bool = True,
+) -> tuple[Transition, State]:
+  """Runs `policy_fn` for `num_steps` steps of one (unbatched) env.
+
+  Args:
+    env: an unbatched Brax ``Env`` (e.g. from :func:`mbrl_jax.envs.make`),
+      without AutoResetWrapper.
+    policy_fn: ``policy_fn(key, obs) -> action`` with obs [*obs_shape] and
+      action [A]. Close over parameters (``functools.partial``) to use a
+      parametric policy; doing so inside a jitted function keeps them traced.
+    key: PRNG key (raw uint32 [2], as Brax expects).
+    num_steps: T, a static int.
+    init_state: state to start from; default ``env.reset(key')``.
+    auto_reset: when True, an env whose ``done`` is 1 (termination or time
+      limit) is reset (with a fresh key) before the next step. The recorded
+      ``next_obs`` is always the obs the step produced, before any reset.
+
+  Returns:
+    (transitions, final_state): a ``Transition`` with leading time axis:
+    obs [T, *obs_shape], action [T, A], reward [T], next_obs [T, *obs_shape],
+    terminated [T] (done and not truncated), truncated [T] (Brax
+    ``EpisodeWrapper``'s ``info['truncation']``; zeros without it); and the state
+    after the last step (after its reset, if any), to continue from. For a batch,
+    ``jax.vmap`` over keys (see :func:`batch_rollout`).
+  """
+  _check_no_auto_reset(env)
+  key_init, key_steps = jax.random.split(key)
+  state = env.reset(key_init) if init_state is None else init_state
+  state = state.replace(
+      reward=jnp.asarray(state.reward, jnp.float32),
+      done=jnp.asarray(state.done, jnp.float32),
+  )
+
+  def step(state: State, step_key: PRNGKey) -> tuple[State, Transition]:
+    key_act, key_reset = jax.random.split(step_key)
+    action = policy_fn(key_act, state.obs)
+    next_state = env.step(state, action)
+    reward = jnp.asarray(next_state.reward, jnp.float32)
+    done = jnp.asarray(next_state.done, jnp.float32)
+    truncated = jnp.asarray(
+        next_state.info.get('truncation', jnp.zeros_like(done)), jnp.float32
+    )
+    transition = Transition(
+        obs=state.obs,
+        action=action,
+        reward=reward,
+        next_obs=next_state.obs,
+        terminated=done * (1.0 - truncated),
+        truncated=truncated,
+    )
+    next_state = next_state.replace(reward=reward, done=done)
+    if auto_reset:
+      reset_state = env.reset(key_reset)
+      reset_state = reset_state.replace(
+          reward=jnp.zeros_like(reward), done=jnp.zeros_like(done)
+      )
+      next_state = jax.tree.map(
+          lambda r, n: jnp.where(done > 0.5, r, n), reset_state, next_state
+      )
+    return next_state, transition
+
+  final_state, transitions = jax.lax.scan(
+      step, state, jax.random.split(key_steps, num_steps)
+  )
+  return transitions, final_state
+
+
+def batch_rollout(
+    env: Env,
+    policy_fn: PolicyFn,
+    key: PRNGKey,
+    num_envs: int,
+    num_steps: int,
+    **kwargs,
+) -> tuple[Transition, State]:
+  """`num_envs` independent rollouts: ``jax.vmap`` of :func:`rollout` over keys.
+
+  Returns:
+    Transitions with leading axes [num_envs, T, ...] and the final states
+    (batched [num_envs, ...]).
+  """
+  keys = jax.random.split(key, num_envs)
+  return jax.vmap(
+      lambda k: rollout(env, policy_fn, k, num_steps, **kwargs)
+  )(keys)
