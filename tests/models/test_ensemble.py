@@ -189,3 +189,17 @@ def test_bad_inputs_raise_clear_errors(ens, params):
   with pytest.raises(ValueError, match="activation"):
     make_ensemble(O, A, activation="swishy")
   assert set(PROPAGATION_MODES) == {"ts1", "tsinf", "expectation", "all"}
+
+def test_given_noise_replaces_the_draw(ens, params):
+  obs, action = _rows(6)
+  noise = jax.random.normal(jax.random.key(5), (6, O + 1))
+  a = ens.predict(params, jax.random.key(0), obs, action, mode="tsinf", noise=noise)
+  b = ens.predict(params, jax.random.key(1), obs, action, mode="tsinf", noise=noise)
+  np.testing.assert_array_equal(a.next_obs, b.next_obs)
+  out = ens.apply(params, obs, action)
+  elites = np.asarray(params.elites)
+  want = np.stack([np.asarray(out.mean[elites[i % K], i] + np.sqrt(out.var[elites[i % K], i])
+                              * noise[i]) for i in range(6)])
+  np.testing.assert_allclose(a.next_obs, np.asarray(obs) + want[:, :O], rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="noise has shape"):
+    ens.predict(params, jax.random.key(0), obs, action, noise=noise[:, :2])

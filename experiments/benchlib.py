@@ -1,0 +1,72 @@
+"""Timing helpers shared by the benchmarks: interleaved medians against a measured ceiling.
+
+The machines these run on are shared and their speed drifts within seconds, so a benchmark
+times its subject and the reference matrix multiplies in alternation (round-robin) and
+reports medians from the same window of time; ratios taken that way are stable even when
+absolute figures are not.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def interleaved_medians(fns: dict[str, tuple[Callable[..., Any], tuple]], repeats: int,
+                        warmup: int = 2) -> dict[str, float]:
+  """Median seconds per call of each `name: (fn, args)`, calls alternated round-robin."""
+  for fn, args in fns.values():
+    for _ in range(warmup):
+      jax.block_until_ready(fn(*args))
+  times: dict[str, list[float]] = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, (fn, args) in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times[name].append(time.perf_counter() - start)
+  return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def matmul_references(rows: int, width: int) -> dict[str, tuple[Callable[..., Any], tuple, float]]:
+  """float32 matrix multiplies that define the ceiling: name -> (fn, args, flops).
+
+  Two shapes: the one an MLP layer of `width` on `rows` rows uses, and 2048^3 (which XLA's
+  CPU backend runs at its best rate). The ceiling is the faster of the two.
+  """
+  k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+  mm = jax.jit(jnp.matmul)
+  big = jax.random.normal(k1, (2048, 2048))
+  x = jax.random.normal(k2, (rows, width))
+  w = jax.random.normal(k3, (width, width))
+  return {
+      "matmul_2048": (mm, (big, big), 2.0 * 2048 ** 3),
+      f"matmul_{rows}x{width}x{width}": (mm, (x, w), 2.0 * rows * width * width),
+  }
+
+
+class Ceiling(float):
+  """The matmul ceiling in GFLOP/s (the best reference), with every reference's rate."""
+  rates: dict[str, float]
+
+
+def time_against_matmul(subjects: dict[str, tuple[Callable[..., Any], tuple]], *, rows: int,
+                        width: int, repeats: int) -> tuple[dict[str, float], Ceiling]:
+  """Median seconds of each subject and the matmul ceiling (GFLOP/s) from the same window."""
+  refs = matmul_references(rows, width)
+  fns = dict(subjects)
+  fns.update({name: (fn, args) for name, (fn, args, _) in refs.items()})
+  medians = interleaved_medians(fns, repeats)
+  rates = {name: flops / medians[name] / 1e9 for name, (_, _, flops) in refs.items()}
+  ceiling = Ceiling(max(rates.values()))
+  ceiling.rates = rates
+  return {name: medians[name] for name in subjects}, ceiling
+
+
+def machine_info() -> dict[str, Any]:
+  return dict(machine=platform.processor() or platform.machine(), device=str(jax.devices()[0]),
+              num_devices=jax.device_count(), jax=jax.__version__)
