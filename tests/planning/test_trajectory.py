@@ -1,0 +1,152 @@
+"""Trajectory evaluation against hand-computed returns, and MPC on the true cart-pole."""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mbrl_jax import envs
+from mbrl_jax import planning
+from mbrl_jax.planning.mpc import make_mpc
+from mbrl_jax.planning.trajectory import NAN_RETURN, make_trajectory_evaluator
+
+
+class Step(NamedTuple):
+  next_obs: jax.Array
+  reward: jax.Array | None
+
+
+def _integrator(params, key, obs, action):
+  """x' = x + a (+ params * noise); the learned reward is x'."""
+  noise = params * jax.random.normal(key, obs.shape)
+  nxt = obs + action + noise
+  return Step(nxt, nxt[:, 0])
+
+
+def test_returns_match_hand_computation():
+  ev = make_trajectory_evaluator(_integrator, num_particles=3, discount=0.5)
+  actions = jnp.array([[[1.0], [2.0], [-1.0]], [[0.0], [0.0], [0.0]]])     # [P=2, H=3, A=1]
+  out = ev(0.0, jax.random.key(0), jnp.array([1.0]), actions)
+  # sequence 0: x = 2, 4, 3 -> 2 + 0.5 * 4 + 0.25 * 3; sequence 1: x = 1, 1, 1.
+  np.testing.assert_allclose(out.returns, [2 + 2 + 0.75, 1 + 0.5 + 0.25], rtol=1e-6)
+  np.testing.assert_allclose(out.std, 0.0, atol=1e-6)
+
+
+def test_known_reward_and_termination_stop_reward_collection():
+  reward_fn = lambda o, a, n: jnp.ones(())
+  done_fn = lambda o, a, n: n[0] >= 3.0
+  ev = make_trajectory_evaluator(_integrator, reward_fn=reward_fn, termination_fn=done_fn,
+                                 num_particles=1)
+  actions = jnp.ones((1, 6, 1))
+  out = ev(0.0, jax.random.key(0), jnp.array([0.0]), actions)
+  # x = 1, 2, 3 (terminates, its reward still counts), then nothing: 3.
+  np.testing.assert_allclose(out.returns, [3.0])
+
+
+def test_terminal_value_risk_and_uncertainty_penalty():
+  value = lambda vp, x: vp * x[:, 0]
+  ev = make_trajectory_evaluator(_integrator, num_particles=2000, terminal_value_fn=value,
+                                 discount=1.0, risk_coef=1.0,
+                                 uncertainty_fn=lambda p, x, a: jnp.full(x.shape[:1], 0.25),
+                                 uncertainty_coef=2.0)
+  actions = jnp.zeros((1, 2, 1))
+  out = ev(1.0, jax.random.key(0), jnp.array([0.0]), actions, 10.0)
+  # x1 = e1, x2 = e1 + e2 (std 1 noise); return = x1 + x2 + 10 x2 - 2 * 0.25 * 2.
+  # mean -1, std of (2 e1 + e2 + 10 (e1 + e2)) = sqrt(12^2 + 11^2) = 16.28
+  np.testing.assert_allclose(out.mean, -1.0, atol=1.5)
+  np.testing.assert_allclose(out.std, np.sqrt(12 ** 2 + 11 ** 2), rtol=0.05)
+  np.testing.assert_allclose(out.returns, out.mean - out.std, rtol=1e-6)
+
+
+def test_nan_returns_are_replaced():
+  bad = lambda p, k, o, a: Step(o * jnp.nan, None)
+  ev = make_trajectory_evaluator(bad, reward_fn=lambda o, a, n: n[0], num_particles=1)
+  out = ev(0.0, jax.random.key(0), jnp.array([1.0]), jnp.zeros((2, 3, 1)))
+  np.testing.assert_array_equal(out.returns, NAN_RETURN)
+
+
+def test_bad_arguments():
+  with pytest.raises(ValueError, match="num_particles"):
+    make_trajectory_evaluator(_integrator, num_particles=0)
+  with pytest.raises(ValueError, match="discount"):
+    make_trajectory_evaluator(_integrator, discount=1.5)
+  with pytest.raises(ValueError, match="uncertainty_fn"):
+    make_trajectory_evaluator(_integrator, uncertainty_coef=1.0)
+  ev = make_trajectory_evaluator(_integrator)
+  with pytest.raises(ValueError, match=r"\[P, H, A\]"):
+    ev(0.0, jax.random.key(0), jnp.zeros(1), jnp.zeros((3, 1)))
+
+
+# --- MPC with the true cart-pole dynamics as the model ---------------------------------------
+
+_ENV = envs.make("cartpole_continuous", episode_length=None)
+_TASK = envs.get_task_fns("cartpole_continuous")
+
+
+def _true_model(params, key, obs, action):
+  del params, key
+  template = _ENV.reset(jax.random.key(0))
+  step = lambda o, a: _ENV.step(template.replace(pipeline_state=o, obs=o), a).obs
+  return Step(jax.vmap(step)(obs, action), None)
+
+
+_OPTIMIZERS = {
+    "random": dict(population=200),
+    "cem": dict(population=100, iterations=3),
+    "icem": dict(population=100, iterations=3),
+    "mppi": dict(population=100, iterations=3, temperature=0.02),
+    "gradient": dict(num_starts=4, num_steps=20),
+}
+
+
+def _smooth_reward(obs, action, next_obs):
+  """Upright and centred, differentiable. The env's own reward (+1 while alive) has zero
+  gradient almost everywhere (useless to the gradient optimizer) and, over a 10-step horizon,
+  does not see the cart drifting towards the end of the rail."""
+  return jnp.cos(next_obs[2]) - 0.1 * (next_obs[0] / 2.4) ** 2
+
+
+@pytest.mark.parametrize("name", sorted(_OPTIMIZERS))
+def test_mpc_with_true_dynamics_balances_cartpole(name):
+  horizon = 10
+  evaluate = make_trajectory_evaluator(_true_model, reward_fn=_smooth_reward,
+                                       termination_fn=_TASK.termination_fn, num_particles=1)
+  optimizer = planning.make_optimizer(name, horizon=horizon, action_size=1, **_OPTIMIZERS[name])
+  mpc = make_mpc(optimizer, evaluate)
+
+  def episode(key):
+    env_state = _ENV.reset(key)
+    def step(carry, _):
+      env_state, mpc_state, alive = carry
+      action, mpc_state, _ = mpc.act(mpc_state, None, env_state.obs)
+      env_state = _ENV.step(env_state, action)
+      alive = alive & (env_state.done == 0)
+      return (env_state, mpc_state, alive), alive
+    _, alive = jax.lax.scan(step, (env_state, mpc.init(key), jnp.asarray(True)), None, 200)
+    return alive.sum()
+
+  steps = int(jax.jit(episode)(jax.random.key(1)))
+  assert steps == 200, f"{name}: the pole fell after {steps} steps"
+
+
+def test_mpc_replans_every_k_steps():
+  calls = []
+  def evaluate(params, key, obs, actions):
+    return -jnp.sum((actions - obs[0]) ** 2, axis=(1, 2))   # optimum: every action = obs
+  optimizer = planning.make_cem(horizon=4, action_size=1, population=50, iterations=3)
+  mpc = make_mpc(optimizer, evaluate, replan_every=2)
+  state = mpc.init(jax.random.key(0))
+  act = jax.jit(mpc.act)
+  actions = []
+  for obs in [0.5, -0.5, 0.2, 0.9]:
+    action, state, info = act(state, None, jnp.array([obs]))
+    actions.append(float(action[0]))
+    calls.append(bool(np.isfinite(info.best_return)))
+  assert calls == [True, False, True, False]
+  # Steps 1 and 3 execute the plan made at steps 0 and 2 (for obs 0.5 and 0.2).
+  np.testing.assert_allclose(actions, [0.5, 0.5, 0.2, 0.2], atol=0.1)
+  with pytest.raises(ValueError, match="replan_every"):
+    make_mpc(optimizer, evaluate, replan_every=5)
