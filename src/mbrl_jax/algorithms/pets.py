@@ -1,0 +1,428 @@
+"""PETS: probabilistic ensembles with trajectory sampling (Chua et al. 2018), one compiled call
+per trial.
+
+A trial is: fit the ensemble on every transition collected so far (one compiled fit, see
+`mbrl_jax.models.training`), then run the environment for `trial_length` steps with MPC on the
+fitted model, inserting each transition into the replay buffer. The whole trial (fit, plan,
+env step and buffer insert for every step) is a single `jax.jit`-compiled function whose
+shapes never change, so the second trial reuses the first one's program, and N seeds are
+`jax.vmap` of the same function.
+
+Example:
+  >>> config = Config(env="cartpole_continuous", trials=5)
+  >>> state, history = train(jax.random.key(0), config)          # one seed
+  >>> state, history = train(jax.random.key(0), config, seeds=4)  # four seeds, vmapped
+  >>> history["return"]                                           # [trials + random, seeds]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from brax.envs.base import Env
+
+from mbrl_jax import data as buffer_lib
+from mbrl_jax import envs
+from mbrl_jax import models
+from mbrl_jax.planning import optimizers as opt_lib
+from mbrl_jax.planning.mpc import make_mpc
+from mbrl_jax.planning.trajectory import make_trajectory_evaluator
+from mbrl_jax.types import PRNGKey, Transition
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The dynamics ensemble.
+
+  Attributes:
+    num_members: ensemble members.
+    num_elites: members used for planning (None: all).
+    hidden_sizes: hidden layer widths of each member.
+    activation: hidden activation (see `mbrl_jax.models.ACTIVATIONS`).
+    probabilistic: Gaussian members (NLL) or deterministic ones (MSE).
+    learn_logvar_bounds: learn the soft log-variance bounds.
+  """
+
+  num_members: int = 5
+  num_elites: int | None = None
+  hidden_sizes: tuple[int, ...] = (200, 200, 200)
+  activation: str = "silu"
+  probabilistic: bool = True
+  learn_logvar_bounds: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannerConfig:
+  """The action-sequence optimizer, the trajectory evaluation and the MPC loop.
+
+  Attributes:
+    optimizer: one of `mbrl_jax.planning.OPTIMIZERS` ("cem", "icem", "mppi", "random",
+      "gradient").
+    horizon: planning horizon H.
+    population: sequences per optimizer iteration (cem, icem, mppi, random).
+    iterations: optimizer iterations (cem, icem, mppi).
+    elite_ratio: fraction of the population kept as elites (cem, icem).
+    alpha: momentum of the sampling distribution (cem, icem).
+    return_mean_elites: return the final elite mean (True) or the best sample (cem, icem).
+    temperature: MPPI temperature.
+    noise_std: MPPI sampling noise.
+    num_starts: starts of the gradient optimizer.
+    num_steps: Adam steps of the gradient optimizer.
+    learning_rate: Adam step size of the gradient optimizer.
+    num_particles: particles per sequence.
+    propagation: "ts1", "tsinf", "expectation" or "all" is not allowed (see
+      `mbrl_jax.models.PROPAGATION_MODES`).
+    discount: per-step discount of predicted rewards.
+    risk_coef: objective = mean - risk_coef * std over particles.
+    replan_every: re-optimise every k env steps.
+  """
+
+  optimizer: str = "cem"
+  horizon: int = 15
+  population: int = 350
+  iterations: int = 5
+  elite_ratio: float = 0.1
+  alpha: float = 0.1
+  return_mean_elites: bool = True
+  temperature: float = 1.0
+  noise_std: float = 0.3
+  num_starts: int = 8
+  num_steps: int = 50
+  learning_rate: float = 0.05
+  num_particles: int = 20
+  propagation: str = "tsinf"
+  discount: float = 1.0
+  risk_coef: float = 0.0
+  replan_every: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """A PETS run.
+
+  Attributes:
+    env: environment name (see `mbrl_jax.envs.registered_names`); needs task functions
+      (`mbrl_jax.envs.task_fn_names`) since PETS plans with the known reward and termination.
+    trials: trials planned with the model (after the random ones).
+    random_trials: initial trials with uniformly random actions.
+    trial_length: env steps per trial (an episode ends earlier when the env terminates).
+    model: the dynamics ensemble.
+    fit: how the ensemble is fitted before each trial.
+    planner: the optimizer and MPC settings.
+  """
+
+  env: str = "cartpole_continuous"
+  trials: int = 5
+  random_trials: int = 1
+  trial_length: int = 200
+  model: ModelConfig = ModelConfig()
+  fit: models.FitConfig = models.FitConfig(
+      learning_rate=1e-3, weight_decay=5e-5, batch_size=32, max_epochs=50, holdout_ratio=0.05,
+      patience=None)
+  planner: PlannerConfig = PlannerConfig()
+
+  @property
+  def buffer_capacity(self) -> int:
+    return (self.trials + self.random_trials) * self.trial_length
+
+
+def validate(config: Config) -> None:
+  """Raises ValueError naming the first invalid field; runs before anything compiles."""
+  def bad(field, why):
+    raise ValueError(f"PETS config: {field} {why}")
+
+  if config.env not in envs.registered_names():
+    bad("env", f"{config.env!r} is unknown; valid names: {', '.join(envs.registered_names())}")
+  if config.env not in envs.task_fn_names():
+    bad("env", f"{config.env!r} has no reward/termination functions; PETS needs one of "
+        f"{', '.join(envs.task_fn_names())}")
+  for name in ("trials", "trial_length"):
+    if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
+      bad(name, f"must be a positive int, got {getattr(config, name)!r}")
+  if not isinstance(config.random_trials, int) or config.random_trials < 1:
+    bad("random_trials", f"must be >= 1 (the first fit needs data), got {config.random_trials!r}")
+  m, p = config.model, config.planner
+  if m.num_members < 1:
+    bad("model.num_members", f"must be >= 1, got {m.num_members}")
+  if m.num_elites is not None and not 1 <= m.num_elites <= m.num_members:
+    bad("model.num_elites", f"must be in [1, num_members={m.num_members}], got {m.num_elites}")
+  if not m.hidden_sizes or any(h < 1 for h in m.hidden_sizes):
+    bad("model.hidden_sizes", f"must be positive widths, got {m.hidden_sizes}")
+  if m.activation not in models.ACTIVATIONS:
+    bad("model.activation", f"{m.activation!r} is unknown; valid: {sorted(models.ACTIVATIONS)}")
+  if p.optimizer not in opt_lib.OPTIMIZERS:
+    bad("planner.optimizer", f"{p.optimizer!r} is unknown; valid: {sorted(opt_lib.OPTIMIZERS)}")
+  if p.horizon < 1:
+    bad("planner.horizon", f"must be >= 1, got {p.horizon}")
+  if p.population < 1:
+    bad("planner.population", f"must be >= 1, got {p.population}")
+  if p.num_particles < 1:
+    bad("planner.num_particles", f"must be >= 1, got {p.num_particles}")
+  if p.propagation not in ("ts1", "tsinf", "expectation"):
+    bad("planner.propagation", f"{p.propagation!r} is not a planning propagation mode; valid: "
+        "'ts1', 'tsinf', 'expectation'")
+  if not 1 <= p.replan_every <= p.horizon:
+    bad("planner.replan_every", f"must be in [1, horizon={p.horizon}], got {p.replan_every}")
+  # The optimizer and evaluator factories check the rest of their arguments (elites versus
+  # population, momentum range, temperature, discount, ...) and name them.
+  _make_optimizer(config, action_size=1)
+  make_trajectory_evaluator(lambda *a: None, num_particles=p.num_particles,
+                            discount=p.discount, risk_coef=p.risk_coef)
+
+
+def _make_optimizer(config: Config, action_size: int) -> opt_lib.Optimizer:
+  p = config.planner
+  common = dict(horizon=p.horizon, action_size=action_size, lower=-1.0, upper=1.0)
+  try:
+    if p.optimizer in ("cem", "icem"):
+      return opt_lib.make_optimizer(p.optimizer, population=p.population,
+                                    iterations=p.iterations, elite_ratio=p.elite_ratio,
+                                    alpha=p.alpha, return_mean_elites=p.return_mean_elites,
+                                    **common)
+    if p.optimizer == "mppi":
+      return opt_lib.make_mppi(population=p.population, iterations=p.iterations,
+                               temperature=p.temperature, noise_std=p.noise_std, **common)
+    if p.optimizer == "random":
+      return opt_lib.make_random_shooting(population=p.population, **common)
+    return opt_lib.make_gradient(num_starts=p.num_starts, num_steps=p.num_steps,
+                                 learning_rate=p.learning_rate, **common)
+  except ValueError as e:
+    raise ValueError(f"PETS config: planner: {e}") from None
+
+
+class State(NamedTuple):
+  """What a PETS run carries from trial to trial (one seed; vmapped runs add a seed axis).
+
+  Attributes:
+    buffer: every transition collected so far.
+    fit_state: ensemble parameters (normalisers and elites included) and optimizer state.
+    key: the run's random key.
+    trial: trials completed, random ones included.              # [] int32
+    env_steps: env steps taken so far.                          # [] int32
+  """
+
+  buffer: buffer_lib.BufferState
+  fit_state: models.FitState
+  key: PRNGKey
+  trial: jax.Array
+  env_steps: jax.Array
+
+
+class Parts(NamedTuple):
+  """The pieces a PETS run is built from (handy in notebooks)."""
+
+  env: Env
+  ensemble: models.Ensemble
+  trainer: models.Trainer
+  optimizer: opt_lib.Optimizer
+  reward_fn: Callable
+  termination_fn: Callable
+
+
+def make_parts(config: Config) -> Parts:
+  validate(config)
+  env = envs.make(config.env, episode_length=None)
+  task = envs.get_task_fns(config.env)
+  ens = models.make_ensemble(
+      env.observation_size, env.action_size, num_members=config.model.num_members,
+      num_elites=config.model.num_elites, hidden_sizes=config.model.hidden_sizes,
+      activation=config.model.activation, probabilistic=config.model.probabilistic,
+      learn_logvar_bounds=config.model.learn_logvar_bounds)
+  return Parts(env=env, ensemble=ens, trainer=models.make_trainer(ens, config.fit),
+               optimizer=_make_optimizer(config, env.action_size), reward_fn=task.reward_fn,
+               termination_fn=task.termination_fn)
+
+
+def _run_episode(env: Env, policy, policy_state, key: PRNGKey, buffer, length: int):
+  """Runs one episode of at most `length` steps with `policy(policy_state, obs, t)`,
+  adding each transition until the env terminates. Returns the buffer, episode return and
+  length, and the per-step policy info."""
+  reset_key, policy_key = jax.random.split(key)
+  env_state = env.reset(reset_key)
+
+  info_shape = jax.eval_shape(policy, policy_state, env_state.obs, 0)[2]
+
+  def idle(pstate, obs, t):
+    """After the episode ended: no planning (skipped outright unless vmapped)."""
+    del obs, t
+    nan_info = jax.tree.map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype), info_shape)
+    return jnp.zeros((env.action_size,)), pstate, nan_info
+
+  def step(carry, t):
+    env_state, pstate, buffer, active, ret = carry
+    action, pstate, info = jax.lax.cond(active, policy, idle, pstate, env_state.obs, t)
+    next_state = env.step(env_state, action)
+    terminated = next_state.done.astype(jnp.float32)
+    truncated = jnp.where(t == length - 1, 1.0 - terminated, 0.0)
+    tr = Transition(obs=env_state.obs, action=action, reward=next_state.reward,
+                    next_obs=next_state.obs, terminated=terminated, truncated=truncated)
+    buffer = jax.lax.cond(active, buffer_lib.add, lambda b, _: b, buffer, tr)
+    ret = ret + jnp.where(active, next_state.reward, 0.0)
+    still = active & (terminated == 0)
+    return (next_state, pstate, buffer, still, ret), (info, active)
+
+  init = (env_state, policy_state, buffer, jnp.asarray(True), jnp.zeros(()))
+  (_, _, buffer, _, ret), (info, active) = jax.lax.scan(step, init, jnp.arange(length))
+  return buffer, ret, active.sum().astype(jnp.int32), info, active
+
+
+def init(key: PRNGKey, config: Config) -> State:
+  """Empty buffer, fresh ensemble, then `random_trials` trials of uniformly random actions."""
+  parts = make_parts(config)
+  return _init(parts, config, key)[0]
+
+
+def _init(parts: Parts, config: Config, key: PRNGKey):
+  env = parts.env
+  example = Transition(
+      obs=jnp.zeros((env.observation_size,)), action=jnp.zeros((env.action_size,)),
+      reward=jnp.zeros(()), next_obs=jnp.zeros((env.observation_size,)),
+      terminated=jnp.zeros(()), truncated=jnp.zeros(()))
+  buffer = buffer_lib.init(config.buffer_capacity, example)
+  key, model_key = jax.random.split(key)
+  fit_state = parts.trainer.init(parts.ensemble.init(model_key))
+
+  def random_policy(pkey, obs, t):
+    del obs
+    k = jax.random.fold_in(pkey, t)
+    return jax.random.uniform(k, (env.action_size,), minval=-1.0, maxval=1.0), pkey, ()
+
+  returns, lengths = [], []
+  for _ in range(config.random_trials):
+    key, ep_key, policy_key = jax.random.split(key, 3)
+    buffer, ret, length, _, _ = _run_episode(env, random_policy, policy_key, ep_key, buffer,
+                                              config.trial_length)
+    returns.append(ret)
+    lengths.append(length)
+  state = State(buffer=buffer, fit_state=fit_state, key=key,
+                trial=jnp.asarray(config.random_trials, jnp.int32),
+                env_steps=jnp.sum(jnp.stack(lengths)).astype(jnp.int32))
+  return state, dict(returns=jnp.stack(returns), lengths=jnp.stack(lengths))
+
+
+def make_step(config: Config, parts: Parts | None = None) -> Callable[[State], tuple[State, dict]]:
+  """Returns `step(state) -> (state, metrics)`: one PETS trial (fit, then an MPC episode).
+
+  The function is pure and unjitted; jit it (donating the state) or vmap it over seeds.
+  """
+  parts = parts or make_parts(config)
+  p = config.planner
+  ens = parts.ensemble
+  evaluate = make_trajectory_evaluator(
+      functools.partial(ens.predict, mode=p.propagation), reward_fn=parts.reward_fn,
+      termination_fn=parts.termination_fn, num_particles=p.num_particles, discount=p.discount,
+      risk_coef=p.risk_coef)
+  mpc = make_mpc(parts.optimizer, evaluate, replan_every=p.replan_every)
+
+  def step(state: State) -> tuple[State, dict]:
+    key, fit_key, mpc_key, ep_key = jax.random.split(state.key, 4)
+    fit_state, fit_metrics = parts.trainer.fit(
+        fit_key, state.fit_state, state.buffer.data, buffer_lib.valid_mask(state.buffer))
+    params = fit_state.params
+
+    def policy(mpc_state, obs, t):
+      del t
+      action, mpc_state, info = mpc.act(mpc_state, params, obs)
+      return action, mpc_state, info
+
+    buffer, ret, length, info, active = _run_episode(
+        parts.env, policy, mpc.init(mpc_key), ep_key, state.buffer, config.trial_length)
+    w = active.astype(jnp.float32)
+    count = jnp.maximum(w.sum(), 1.0)
+    mean_over_steps = lambda x: jnp.nansum(jnp.where(active, x, jnp.nan)) / count
+    epochs = jnp.maximum(fit_metrics.epochs, 1)
+    last = lambda x: jnp.nanmean(x[epochs - 1])
+    metrics = {
+        "return": ret,
+        "episode_length": length,
+        "env_steps": state.env_steps + length,
+        "model_train_loss": last(fit_metrics.train_loss),
+        "model_holdout_mse": jnp.mean(fit_metrics.best_holdout_mse),
+        "model_epochs": fit_metrics.epochs,
+        "model_nonfinite": fit_metrics.nonfinite_data | fit_metrics.nonfinite_loss,
+        "planner_predicted_return": mean_over_steps(info.best_return),
+        "planner_final_std": mean_over_steps(info.final_std.mean(axis=(-2, -1))),
+    }
+    new_state = State(buffer=buffer, fit_state=fit_state, key=key, trial=state.trial + 1,
+                      env_steps=state.env_steps + length)
+    return new_state, metrics
+
+  return step
+
+
+def make_policy(state: State, config: Config, parts: Parts | None = None):
+  """An MPC policy on the state's fitted model: `(mpc_state, obs) -> (action, mpc_state)`,
+  with `init(key) -> mpc_state`, for evaluation rollouts."""
+  parts = parts or make_parts(config)
+  p = config.planner
+  evaluate = make_trajectory_evaluator(
+      functools.partial(parts.ensemble.predict, mode=p.propagation), reward_fn=parts.reward_fn,
+      termination_fn=parts.termination_fn, num_particles=p.num_particles, discount=p.discount,
+      risk_coef=p.risk_coef)
+  mpc = make_mpc(parts.optimizer, evaluate, replan_every=p.replan_every)
+  params = state.fit_state.params
+
+  def act(mpc_state, obs):
+    action, mpc_state, _ = mpc.act(mpc_state, params, obs)
+    return action, mpc_state
+
+  return mpc.init, act
+
+
+def train(key: PRNGKey, config: Config, *, seeds: int | None = None,
+          progress_fn: Callable[[int, dict], Any] | None = None,
+          ) -> tuple[State, dict[str, np.ndarray]]:
+  """Runs PETS: random trial(s), then `config.trials` trials, each one compiled call.
+
+  Args:
+    key: the run's key; with `seeds`, seed i uses `jax.random.fold_in(key, i)`.
+    config: the run's configuration (validated before anything compiles).
+    seeds: None for one unbatched run; N to vmap N seeds through the same compiled calls.
+    progress_fn: called after every model-based trial as `progress_fn(trial, metrics)`, with
+      metrics as NumPy arrays (a seed axis first when `seeds` is given).
+
+  Returns:
+    The final state and a history dict of NumPy arrays [random_trials + trials, (seeds)]:
+    "return", "episode_length", "env_steps", and the model/planner metrics (NaN for the
+    random trials).
+  """
+  parts = make_parts(config)
+  step = make_step(config, parts)
+  init_fn = functools.partial(_init, parts, config)
+  if seeds is not None:
+    if not isinstance(seeds, int) or seeds < 1:
+      raise ValueError(f"seeds must be a positive int or None, got {seeds!r}")
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(seeds))
+    init_fn, step = jax.vmap(init_fn), jax.vmap(step)
+  else:
+    keys = key
+  state, random_info = jax.jit(init_fn)(keys)
+  step = jax.jit(step, donate_argnums=0)
+
+  random_returns = np.asarray(random_info["returns"])           # [(seeds,) R]
+  random_lengths = np.asarray(random_info["lengths"])
+  if seeds is not None:
+    random_returns, random_lengths = random_returns.T, random_lengths.T
+  history: dict[str, list] = {"return": list(random_returns),
+                              "episode_length": list(random_lengths),
+                              "env_steps": list(np.cumsum(random_lengths, axis=0))}
+  nan = np.full(np.shape(random_returns[0]), np.nan)
+  for trial in range(config.trials):
+    state, metrics = step(state)
+    metrics = jax.tree.map(np.asarray, metrics)
+    if np.any(metrics["model_nonfinite"]):
+      raise FloatingPointError(
+          f"PETS trial {config.random_trials + trial}: the model fit saw NaN/Inf in the data "
+          f"or the loss (train loss {metrics['model_train_loss']})")
+    for name, value in metrics.items():
+      if name not in history:
+        history[name] = [nan] * config.random_trials
+      history[name].append(value)
+    if progress_fn is not None:
+      progress_fn(config.random_trials + trial, metrics)
+  return state, {name: np.stack(values) for name, values in history.items()}
