@@ -58,9 +58,10 @@ def test_second_trial_does_not_recompile():
 def test_seeds_vmap_through_one_call():
   config = dataclasses.replace(SMALL, trials=1, planner=dataclasses.replace(
       SMALL.planner, population=20, horizon=5))
-  _, history = pets.train(jax.random.key(3), config, seeds=2)
+  keys = jax.numpy.stack([jax.random.key(3), jax.random.key(4)])
+  _, history = pets.train(keys, config)
   assert history["return"].shape == (2, 2)
-  _, single = pets.train(jax.random.fold_in(jax.random.key(3), 1), config)
+  _, single = pets.train(jax.random.key(4), config)
   # The random trial does not involve the model, so it matches the unbatched run exactly.
   assert history["return"][0, 1] == single["return"][0]
 

@@ -11,8 +11,9 @@ shapes never change, so the second trial reuses the first one's program, and N s
 Example:
   >>> config = Config(env="cartpole_continuous", trials=5)
   >>> state, history = train(jax.random.key(0), config)          # one seed
-  >>> state, history = train(jax.random.key(0), config, seeds=4)  # four seeds, vmapped
-  >>> history["return"]                                           # [trials + random, seeds]
+  >>> keys = jnp.stack([jax.random.key(s) for s in range(4)])
+  >>> state, history = train(keys, config)                        # four seeds, vmapped
+  >>> history["return"]                                           # [random + trials, 4]
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class PlannerConfig:
     num_steps: Adam steps of the gradient optimizer.
     learning_rate: Adam step size of the gradient optimizer.
     num_particles: particles per sequence.
-    propagation: "ts1", "tsinf", "expectation" or "all" is not allowed (see
+    propagation: how particles use the ensemble: "ts1", "tsinf" or "expectation" (see
       `mbrl_jax.models.PROPAGATION_MODES`).
     discount: per-step discount of predicted rewards.
     risk_coef: objective = mean - risk_coef * std over particles.
@@ -374,39 +375,39 @@ def make_policy(state: State, config: Config, parts: Parts | None = None):
   return mpc.init, act
 
 
-def train(key: PRNGKey, config: Config, *, seeds: int | None = None,
+def train(key: PRNGKey, config: Config, *,
           progress_fn: Callable[[int, dict], Any] | None = None,
           ) -> tuple[State, dict[str, np.ndarray]]:
   """Runs PETS: random trial(s), then `config.trials` trials, each one compiled call.
 
   Args:
-    key: the run's key; with `seeds`, seed i uses `jax.random.fold_in(key, i)`.
+    key: one key for one run, or a batch of keys [S] for S seeds vmapped through the same
+      compiled calls (e.g. `jnp.stack([jax.random.key(s) for s in seeds])`).
     config: the run's configuration (validated before anything compiles).
-    seeds: None for one unbatched run; N to vmap N seeds through the same compiled calls.
     progress_fn: called after every model-based trial as `progress_fn(trial, metrics)`, with
-      metrics as NumPy arrays (a seed axis first when `seeds` is given).
+      metrics as NumPy arrays (a seed axis first when `key` is a batch).
 
   Returns:
-    The final state and a history dict of NumPy arrays [random_trials + trials, (seeds)]:
+    The final state and a history dict of NumPy arrays [random_trials + trials, (S)]:
     "return", "episode_length", "env_steps", and the model/planner metrics (NaN for the
     random trials).
   """
   parts = make_parts(config)
   step = make_step(config, parts)
   init_fn = functools.partial(_init, parts, config)
-  if seeds is not None:
-    if not isinstance(seeds, int) or seeds < 1:
-      raise ValueError(f"seeds must be a positive int or None, got {seeds!r}")
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(seeds))
+  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) or key.ndim > 1:
+    raise ValueError(f"key must be a typed PRNG key (jax.random.key) or a 1-D batch of them, "
+                     f"got dtype {key.dtype} and shape {key.shape}")
+  batched = key.ndim == 1
+  if batched:
     init_fn, step = jax.vmap(init_fn), jax.vmap(step)
-  else:
-    keys = key
+  keys = key
   state, random_info = jax.jit(init_fn)(keys)
   step = jax.jit(step, donate_argnums=0)
 
   random_returns = np.asarray(random_info["returns"])           # [(seeds,) R]
   random_lengths = np.asarray(random_info["lengths"])
-  if seeds is not None:
+  if batched:
     random_returns, random_lengths = random_returns.T, random_lengths.T
   history: dict[str, list] = {"return": list(random_returns),
                               "episode_length": list(random_lengths),

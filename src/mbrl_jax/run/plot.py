@@ -1,0 +1,77 @@
+"""Learning curves from runs' metrics.jsonl: mean over seeds with the min-max spread.
+
+  python -m mbrl_jax.run.plot runs/pets_a runs/pets_b --out curves.png [--x env_steps]
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import tyro  # noqa: E402
+
+from mbrl_jax.run.metrics import read_jsonl  # noqa: E402
+
+
+def curves(rows: list[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Per trial: x (mean over seeds), and the mean, min and max of y over seeds."""
+  by_trial = collections.defaultdict(list)
+  for row in rows:
+    if row.get(y) is not None:
+      by_trial[row["trial"]].append(row)
+  trials = sorted(by_trial)
+  xs = np.array([np.mean([r[x] for r in by_trial[t]]) for t in trials], float)
+  ys = [np.array([r[y] for r in by_trial[t]], float) for t in trials]
+  return (xs, np.array([v.mean() for v in ys]), np.array([v.min() for v in ys]),
+          np.array([v.max() for v in ys]))
+
+
+def plot_learning_curves(run_dirs: list[pathlib.Path], out: pathlib.Path, *, x: str = "trial",
+                         y: str = "return", title: str | None = None) -> pathlib.Path:
+  """Draws y against x for each run directory (its metrics.jsonl) into the PNG `out`."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for run_dir in run_dirs:
+    rows = read_jsonl(pathlib.Path(run_dir) / "metrics.jsonl")
+    xs, mean, lo, hi = curves(rows, x, y)
+    seeds = len({r["seed"] for r in rows})
+    line, = ax.plot(xs, mean, marker="o", label=f"{pathlib.Path(run_dir).name} ({seeds} seeds)")
+    ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2)
+  ax.set_xlabel(x.replace("_", " "))
+  ax.set_ylabel(f"{y.replace('_', ' ')} (mean, min-max over seeds)")
+  if title:
+    ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  out = pathlib.Path(out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(out, dpi=100)
+  plt.close(fig)
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+  runs: tuple[pathlib.Path, ...]
+  """Run directories, each with a metrics.jsonl."""
+  out: pathlib.Path = pathlib.Path("learning_curves.png")
+  """PNG to write."""
+  x: str = "trial"
+  """Column on the x axis (trial or env_steps)."""
+  y: str = "return"
+  """Column on the y axis."""
+
+
+def main() -> None:
+  args = tyro.cli(Args)
+  print(plot_learning_curves(list(args.runs), args.out, x=args.x, y=args.y))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,79 @@
+"""experiments/pets.py: command line, output files, refusal of bad values and existing runs."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mbrl_jax.run import read_jsonl
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "experiments"))
+import pets as pets_script  # noqa: E402
+
+TINY = ["--trials", "1", "--trial-length", "30", "--model.hidden-sizes", "16", "16",
+        "--fit.max-epochs", "2", "--planner.population", "20", "--planner.num-particles", "5",
+        "--planner.horizon", "5", "--planner.iterations", "2"]
+
+
+def test_script_writes_config_metrics_and_plot(tmp_path):
+  out = tmp_path / "run"
+  history = pets_script.main(TINY + ["--seeds", "2", "--seed", "7", "--out", str(out)])
+  config = json.loads((out / "config.json").read_text())
+  assert config["seeds"] == 2 and config["config"]["trial_length"] == 30
+  assert config["config"]["planner"]["population"] == 20
+  rows = read_jsonl(out / "metrics.jsonl")
+  assert sorted((r["seed"], r["trial"]) for r in rows) == [(7, 0), (7, 1), (8, 0), (8, 1)]
+  for r in rows:
+    assert {"seed", "trial", "env_steps", "return"} <= set(r)
+    assert 0 < r["return"] <= 30
+  by_key = {(r["seed"], r["trial"]): r["return"] for r in rows}
+  np.testing.assert_array_equal(history["return"][1], [by_key[(7, 1)], by_key[(8, 1)]])
+  assert (out / "learning_curve.png").stat().st_size > 1000
+
+
+def test_presets_and_overrides():
+  args = pets_script.parse(["--preset", "mbrl-lib-notebook", "--planner.horizon", "20"])
+  assert args.config.planner.population == 350 and args.config.planner.num_particles == 20
+  assert args.config.planner.horizon == 20
+  assert pets_script.parse([]).preset == "quick"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--preset", "nope"], "unknown preset 'nope'"),
+    (["--env", "mountain"], "env 'mountain' is unknown"),
+    (["--planner.horizon", "0"], "planner.horizon"),
+    (["--planner.propagation", "ts9"], "planner.propagation"),
+    (["--fit.holdout-ratio", "1.5"], "holdout_ratio"),
+    (["--seeds", "0"], "--seeds"),
+])
+def test_bad_values_stop_with_a_message(tmp_path, capsys, argv, message):
+  with pytest.raises(SystemExit) as exit_info:
+    pets_script.main(argv + ["--out", str(tmp_path / "x")])
+  # Our own checks put the message in the exit; tyro prints its parse errors to stderr.
+  said = str(exit_info.value) + capsys.readouterr().err
+  assert message in said
+  assert not (tmp_path / "x" / "metrics.jsonl").exists()
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+  (tmp_path / "metrics.jsonl").write_text('{"seed": 0}\n')
+  with pytest.raises(SystemExit, match="exists"):
+    pets_script.main(TINY + ["--out", str(tmp_path)])
+  assert (tmp_path / "metrics.jsonl").read_text() == '{"seed": 0}\n'
+
+
+def test_help_shows_defaults():
+  env = {**os.environ, "COLUMNS": "80"}
+  out = subprocess.run([sys.executable, str(ROOT / "experiments" / "pets.py"), "--help"],
+                       capture_output=True, text=True, check=True, env=env).stdout
+  for flag in ("--env", "--seed", "--seeds", "--trials", "--out", "--preset",
+               "--planner.population", "--fit.batch-size", "--model.num-members"):
+    assert flag in out
+  flat = " ".join(out.replace("│", " ").split())
+  after = flat[flat.index("--planner.population"):][:150]
+  assert "(default: 100)" in after, after       # the quick preset's value
