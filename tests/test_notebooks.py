@@ -1,0 +1,125 @@
+"""Every notebook under notebooks/ runs top to bottom with a tiny configuration.
+
+Each notebook keeps its sizes in one cell tagged `parameters`; the test inserts a cell right
+after it that overrides them (papermill-style injection, by hand with nbformat) and executes the
+notebook with nbclient in a kernel that runs this interpreter (`sys.executable`), whatever
+Jupyter kernels the machine has installed.
+"""
+
+import json
+import math
+import os
+import pathlib
+import re
+import sys
+
+import nbclient
+import nbformat
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+# Tiny overrides of each notebook's `parameters` cell (notebook file name -> {name: value});
+# a notebook not listed here runs with {} (its own parameters).
+TINY: dict[str, dict] = {
+    "pets.ipynb": dict(TRIALS=2, EPISODE_LENGTH=30, HORIZON=5, POPULATION=30, CEM_ITERATIONS=2,
+                       PARTICLES=5, MEMBERS=5, HIDDEN=(32, 32), EPOCHS=5),
+}
+CELL_TIMEOUT_S = 300
+KERNEL_NAME = "mbrl-jax-test-python"
+
+
+@pytest.fixture(scope="module")
+def kernel_name(tmp_path_factory):
+  """A kernelspec whose argv is this interpreter, first on JUPYTER_PATH for the test."""
+  root = tmp_path_factory.mktemp("jupyter")
+  spec_dir = root / "kernels" / KERNEL_NAME
+  spec_dir.mkdir(parents=True)
+  (spec_dir / "kernel.json").write_text(json.dumps({
+      "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+      "display_name": "mbrl_jax test (this interpreter)",
+      "language": "python",
+  }))
+  old = os.environ.get("JUPYTER_PATH")
+  os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(root), old]))
+  try:
+    yield KERNEL_NAME
+  finally:
+    if old is None:
+      os.environ.pop("JUPYTER_PATH", None)
+    else:
+      os.environ["JUPYTER_PATH"] = old
+
+
+def inject_parameters(nb, overrides: dict) -> None:
+  """Inserts a cell assigning `overrides` right after the cell tagged `parameters`."""
+  index = [i for i, c in enumerate(nb.cells)
+           if "parameters" in c.get("metadata", {}).get("tags", [])]
+  assert len(index) == 1, "a notebook needs exactly one cell tagged 'parameters'"
+  if not overrides:
+    return
+  source = "# Injected by tests/test_notebooks.py\n" + "\n".join(
+      f"{name} = {value!r}" for name, value in overrides.items())
+  cell = nbformat.v4.new_code_cell(source)
+  cell.metadata["tags"] = ["injected-parameters"]
+  nb.cells.insert(index[0] + 1, cell)
+
+
+def stdout_of(nb) -> str:
+  return "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
+                 for out in cell.get("outputs", [])
+                 if out.get("output_type") == "stream" and out.get("name") == "stdout")
+
+
+def run_notebook(path: pathlib.Path, overrides: dict, kernel_name: str, workdir):
+  nb = nbformat.read(path, as_version=4)
+  inject_parameters(nb, overrides)
+  # Inline figures (rendered to PNG outputs, no display needed), even where MPLBACKEND is set.
+  env_vars = {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+  old = {k: os.environ.get(k) for k in env_vars}
+  os.environ.update(env_vars)
+  try:
+    client = nbclient.NotebookClient(
+        nb, kernel_name=kernel_name, timeout=CELL_TIMEOUT_S, allow_errors=False,
+        resources={"metadata": {"path": str(workdir)}})
+    client.execute()
+  finally:
+    for k, v in old.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+  return nb
+
+
+def test_notebooks_are_found_and_stored_without_outputs():
+  assert any(p.name == "pets.ipynb" for p in NOTEBOOKS)
+  for path in NOTEBOOKS:
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    for cell in nb.cells:
+      if cell.cell_type == "code":
+        assert not cell.outputs and cell.execution_count is None, (
+            f"{path.name}: store notebooks without outputs")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs(path, kernel_name, tmp_path):
+  overrides = TINY.get(path.name, {})
+  nb = run_notebook(path, overrides, kernel_name, tmp_path)
+  out = stdout_of(nb)
+  if path.name == "pets.ipynb":
+    match = re.search(r"^RETURNS_JSON (.*)$", out, re.M)
+    assert match, f"pets.ipynb printed no RETURNS_JSON line; stdout:\n{out[-2000:]}"
+    returns = json.loads(match.group(1))
+    assert len(returns) == overrides["TRIALS"]
+    limit = overrides["EPISODE_LENGTH"]
+    for r in returns:
+      assert isinstance(r, (int, float)) and math.isfinite(r) and 0 <= r <= limit, returns
+    # The notebook draws its two figures.
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert len(images) >= 2
+  print(out)
