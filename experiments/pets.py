@@ -27,7 +27,8 @@ import tyro
 
 from mbrl_jax import models
 from mbrl_jax.algorithms import pets
-from mbrl_jax.run import plot_learning_curves, write_jsonl_rows
+from mbrl_jax.run import write_jsonl_rows
+from mbrl_jax.run.plot import plot_learning_curves
 
 PRESETS: dict[str, pets.Config] = {
     # A few minutes on a 2-core CPU: the PETS model, a smaller planner.

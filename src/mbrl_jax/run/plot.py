@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import tyro  # noqa: E402
 
@@ -42,6 +43,7 @@ def plot_learning_curves(run_dirs: list[pathlib.Path], out: pathlib.Path, *, x: 
     seeds = len({r["seed"] for r in rows})
     line, = ax.plot(xs, mean, marker="o", label=f"{pathlib.Path(run_dir).name} ({seeds} seeds)")
     ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2)
+  ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
   ax.set_xlabel(x.replace("_", " "))
   ax.set_ylabel(f"{y.replace('_', ' ')} (mean, min-max over seeds)")
   if title:
@@ -58,7 +60,7 @@ def plot_learning_curves(run_dirs: list[pathlib.Path], out: pathlib.Path, *, x: 
 
 @dataclasses.dataclass(frozen=True)
 class Args:
-  runs: tuple[pathlib.Path, ...]
+  runs: tyro.conf.Positional[tuple[pathlib.Path, ...]]
   """Run directories, each with a metrics.jsonl."""
   out: pathlib.Path = pathlib.Path("learning_curves.png")
   """PNG to write."""
