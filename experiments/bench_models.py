@@ -1,7 +1,8 @@
 """Benchmark: dynamics-ensemble forward and fitting throughput at mbrl-lib's PETS sizes.
 
 Prints a table and writes JSON rows. FLOPs are counted from the layer sizes (2 per
-multiply-add, dense layers only); the ceiling is the machine's float32 matrix-multiply rate,
+multiply-add, dense layers only); subjects are compiled as the library compiles its loops
+(`mbrl_jax.compile.jit`); the ceiling is the machine's float32 matrix-multiply rate,
 measured in the same run on the shape the hidden layers use, because shared machines are noisy.
 
   python experiments/bench_models.py --out results/bench_models.json
@@ -27,6 +28,7 @@ import tyro
 
 import benchlib
 
+from mbrl_jax.compile import jit
 from mbrl_jax.models import FitConfig, make_ensemble, make_trainer
 from mbrl_jax.types import Transition
 
@@ -72,10 +74,10 @@ def main(args: Args) -> list[dict]:
                           hidden_sizes=(args.width,) * layers)
       params = ens.init(key)
       tag = f"E{members}xL{layers}x{args.width}"
-      forward = jax.jit(lambda p, k, o, a: ens.predict(p, k, o, a, mode="tsinf",
-                                                       sample=False).next_obs)
-      predict = jax.jit(lambda p, k, o, a: ens.predict(p, k, o, a, mode="tsinf").next_obs)
-      apply = jax.jit(lambda p, o, a: ens.apply(p, o, a).mean)
+      forward = jit(lambda p, k, o, a: ens.predict(p, k, o, a, mode="tsinf",
+                                                   sample=False).next_obs)
+      predict = jit(lambda p, k, o, a: ens.predict(p, k, o, a, mode="tsinf").next_obs)
+      apply = jit(lambda p, o, a: ens.apply(p, o, a).mean)
       times, ceiling = benchlib.time_against_matmul(
           {"forward": (forward, (params, key, obs, action)),
            "predict": (predict, (params, key, obs, action)),
@@ -94,7 +96,7 @@ def main(args: Args) -> list[dict]:
       for batch in args.fit_batch_sizes:
         trainer = make_trainer(ens, FitConfig(batch_size=batch, max_epochs=args.fit_epochs,
                                               holdout_ratio=0.0, patience=None))
-        fit = jax.jit(trainer.fit)
+        fit = jit(trainer.fit)
         times, ceiling = benchlib.time_against_matmul(
             {"fit": (fit, (key, trainer.init(params), data, mask))},
             rows=args.rows, width=args.width, repeats=3)

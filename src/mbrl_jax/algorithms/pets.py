@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from brax.envs.base import Env
 
+from mbrl_jax import compile as compile_lib
 from mbrl_jax import data as buffer_lib
 from mbrl_jax import envs
 from mbrl_jax import models
@@ -402,8 +403,8 @@ def train(key: PRNGKey, config: Config, *,
   if batched:
     init_fn, step = jax.vmap(init_fn), jax.vmap(step)
   keys = key
-  state, random_info = jax.jit(init_fn)(keys)
-  step = jax.jit(step, donate_argnums=0)
+  state, random_info = compile_lib.jit(init_fn)(keys)
+  step = compile_lib.jit(step, donate_argnums=0)
 
   random_returns = np.asarray(random_info["returns"])           # [(seeds,) R]
   random_lengths = np.asarray(random_info["lengths"])

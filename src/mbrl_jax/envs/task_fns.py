@@ -143,6 +143,35 @@ def _forward_reward(
 
 
 # pylint: disable=protected-access
+def _healthy_locomotion(
+    env: Env, is_healthy: Callable[[jax.Array], jax.Array]
+) -> TaskFns:
+  """Hopper / walker2d: forward velocity + healthy bonus - control cost,
+  terminating when unhealthy (if the env is configured to)."""
+  dt = env.dt
+  w_f, w_c = env._forward_reward_weight, env._ctrl_cost_weight
+  healthy_reward, terminate = env._healthy_reward, env._terminate_when_unhealthy
+
+  def reward_fn(
+      obs: jax.Array, action: jax.Array, next_obs: jax.Array
+  ) -> jax.Array:  # [...]
+    healthy = (
+        healthy_reward if terminate else healthy_reward * is_healthy(next_obs)
+    )
+    ctrl_cost = w_c * jnp.sum(jnp.square(action), axis=-1)
+    return _f32(_forward_reward(obs, next_obs, w_f, dt) + healthy - ctrl_cost)
+
+  def termination_fn(
+      obs: jax.Array, action: jax.Array, next_obs: jax.Array
+  ) -> jax.Array:  # [...]
+    del obs, action
+    if not terminate:
+      return jnp.zeros(next_obs.shape[:-1], jnp.float32)
+    return _f32(1.0 - is_healthy(next_obs))
+
+  return TaskFns(reward_fn, termination_fn)
+
+
 def _hopper(env: Env) -> TaskFns:
   _require_x_in_obs('hopper', env)
   if not isinstance(env, registry.HopperFullObs):
@@ -150,9 +179,6 @@ def _hopper(env: Env) -> TaskFns:
         'hopper termination needs unclipped velocities; use '
         'mbrl_jax.envs.make("hopper") (HopperFullObs).'
     )
-  dt = env.dt
-  w_f, w_c = env._forward_reward_weight, env._ctrl_cost_weight
-  healthy_reward, terminate = env._healthy_reward, env._terminate_when_unhealthy
   min_z, max_z = env._healthy_z_range
   min_angle, max_angle = env._healthy_angle_range
   min_state, max_state = env._healthy_state_range
@@ -165,31 +191,11 @@ def _hopper(env: Env) -> TaskFns:
     healthy &= (min_angle < angle) & (angle < max_angle)
     return healthy
 
-  def reward_fn(
-      obs: jax.Array, action: jax.Array, next_obs: jax.Array
-  ) -> jax.Array:  # [...]
-    healthy = (
-        healthy_reward if terminate else healthy_reward * is_healthy(next_obs)
-    )
-    ctrl_cost = w_c * jnp.sum(jnp.square(action), axis=-1)
-    return _f32(_forward_reward(obs, next_obs, w_f, dt) + healthy - ctrl_cost)
-
-  def termination_fn(
-      obs: jax.Array, action: jax.Array, next_obs: jax.Array
-  ) -> jax.Array:  # [...]
-    del obs, action
-    if not terminate:
-      return jnp.zeros(next_obs.shape[:-1], jnp.float32)
-    return _f32(1.0 - is_healthy(next_obs))
-
-  return TaskFns(reward_fn, termination_fn)
+  return _healthy_locomotion(env, is_healthy)
 
 
 def _walker2d(env: Env) -> TaskFns:
   _require_x_in_obs('walker2d', env)
-  dt = env.dt
-  w_f, w_c = env._forward_reward_weight, env._ctrl_cost_weight
-  healthy_reward, terminate = env._healthy_reward, env._terminate_when_unhealthy
   min_z, max_z = env._healthy_z_range
   min_angle, max_angle = env._healthy_angle_range
 
@@ -197,24 +203,7 @@ def _walker2d(env: Env) -> TaskFns:
     z, angle = next_obs[..., 1], next_obs[..., 2]
     return (z > min_z) & (z < max_z) & (angle > min_angle) & (angle < max_angle)
 
-  def reward_fn(
-      obs: jax.Array, action: jax.Array, next_obs: jax.Array
-  ) -> jax.Array:  # [...]
-    healthy = (
-        healthy_reward if terminate else healthy_reward * is_healthy(next_obs)
-    )
-    ctrl_cost = w_c * jnp.sum(jnp.square(action), axis=-1)
-    return _f32(_forward_reward(obs, next_obs, w_f, dt) + healthy - ctrl_cost)
-
-  def termination_fn(
-      obs: jax.Array, action: jax.Array, next_obs: jax.Array
-  ) -> jax.Array:  # [...]
-    del obs, action
-    if not terminate:
-      return jnp.zeros(next_obs.shape[:-1], jnp.float32)
-    return _f32(1.0 - is_healthy(next_obs))
-
-  return TaskFns(reward_fn, termination_fn)
+  return _healthy_locomotion(env, is_healthy)
 
 
 def _halfcheetah(env: Env) -> TaskFns:
