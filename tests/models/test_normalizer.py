@@ -18,11 +18,15 @@ def test_fit_matches_numpy_on_masked_rows():
 def test_zero_variance_dimension_stays_finite():
   x = jnp.stack([jnp.linspace(-1, 1, 20), jnp.full((20,), 3.0)], axis=1)
   n = normalizer.fit(x)
-  assert float(n.std[1]) == 1.0                 # constant dimension: unit scale, not 0
+  assert float(n.std[1]) == 0.0                 # constant dimension
   z = normalizer.normalize(n, x)
   assert np.isfinite(np.asarray(z)).all()
   np.testing.assert_allclose(z[:, 1], 0.0)
   np.testing.assert_allclose(normalizer.denormalize(n, z), x, atol=1e-6)
+  # Whatever a model outputs for a constant dimension, it comes back as the constant.
+  np.testing.assert_allclose(normalizer.denormalize(n, jnp.full((3, 2), 7.0))[:, 1], 3.0)
+  # A new value in a dimension that was constant maps to 0, not to a huge number.
+  np.testing.assert_allclose(normalizer.normalize(n, jnp.array([[0.0, 3.001]]))[0, 1], 0.0)
 
 
 def test_no_valid_rows_gives_identity():

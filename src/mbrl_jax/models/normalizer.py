@@ -11,9 +11,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-# A dimension whose standard deviation is below this is treated as constant: its scale is set
-# to 1 so that (x - mean) / std stays finite. Dividing by a tiny std is what makes a
-# zero-variance input (a wall contact flag, a constant target) blow up a model's predictions.
+# A dimension whose standard deviation is below this is constant in the data: its std is
+# stored as 0, `normalize` maps it to 0 and `denormalize` maps anything back to the mean. So
+# a model never sees a division by a tiny std on its inputs, and predicts a constant target
+# (the position of a goal that never moves, a contact flag never set) exactly, instead of
+# letting a small output error feed back through its inputs and blow up a rollout.
 MIN_STD = 1e-6
 
 
@@ -21,8 +23,8 @@ class Normalizer(NamedTuple):
   """Mean and scale of a vector quantity.
 
   Attributes:
-    mean: per-dimension mean.                                 # [D]
-    std: per-dimension scale, >= MIN_STD and 1 where constant. # [D]
+    mean: per-dimension mean.                                     # [D]
+    std: per-dimension standard deviation; 0 marks a constant dimension. # [D]
   """
 
   mean: jax.Array
@@ -42,8 +44,8 @@ def fit(x: jax.Array, mask: jax.Array | None = None) -> Normalizer:
     mask: which rows count; all when None.      # [N]
 
   Returns:
-    A `Normalizer`. Dimensions with (near-)zero variance get std 1. With no valid rows the
-    identity normaliser is returned.
+    A `Normalizer`. Dimensions with std below MIN_STD get std 0 (constant). With no valid
+    rows the identity normaliser is returned.
   """
   x = x.astype(jnp.float32)
   if mask is None:
@@ -54,17 +56,18 @@ def fit(x: jax.Array, mask: jax.Array | None = None) -> Normalizer:
   mean = x.sum(0) / count
   var = (jnp.square(x - mean) * w).sum(0) / count
   std = jnp.sqrt(var)
-  std = jnp.where(std < MIN_STD, 1.0, std)
+  std = jnp.where(std < MIN_STD, 0.0, std)
   has_data = w.sum() > 0
   return Normalizer(
       mean=jnp.where(has_data, mean, 0.0), std=jnp.where(has_data, std, 1.0))
 
 
 def normalize(norm: Normalizer, x: jax.Array) -> jax.Array:
-  """(x - mean) / std, broadcasting over leading axes of `x` [..., D]."""
-  return (x - norm.mean) / norm.std
+  """(x - mean) / std, and 0 in constant dimensions; broadcasts over leading axes [..., D]."""
+  constant = norm.std == 0
+  return jnp.where(constant, 0.0, (x - norm.mean) / jnp.where(constant, 1.0, norm.std))
 
 
 def denormalize(norm: Normalizer, x: jax.Array) -> jax.Array:
-  """x * std + mean, the inverse of `normalize`."""
+  """x * std + mean (the mean in constant dimensions), the inverse of `normalize`."""
   return x * norm.std + norm.mean
