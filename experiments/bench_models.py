@@ -19,7 +19,6 @@ Rows:
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 
 import jax
@@ -107,10 +106,7 @@ def main(args: Args) -> list[dict]:
   meta = benchlib.machine_info()
   for r in results:
     r.update(meta)
-  if args.out is not None:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
-    print(f"wrote {args.out}")
+  benchlib.write_rows(args.out, results)
   return results
 
 

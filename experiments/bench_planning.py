@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import pathlib
 import time
@@ -313,10 +312,7 @@ def main(args: Args) -> list[dict]:
   for r in results:
     r.update(meta)
   print(f"total {time.perf_counter() - t_start:.0f} s")
-  if args.out is not None:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
-    print(f"wrote {args.out}")
+  benchlib.write_rows(args.out, results)
   return results
 
 

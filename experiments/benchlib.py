@@ -8,6 +8,8 @@ absolute figures are not.
 
 from __future__ import annotations
 
+import json
+import pathlib
 import platform
 import time
 from typing import Any, Callable, Sequence
@@ -83,6 +85,15 @@ def time_against_matmul(subjects: dict[str, tuple[Callable[..., Any], tuple]], *
   ceiling = Ceiling(max(v for name, v in rates.items() if not name.startswith("bmatmul_")))
   ceiling.rates = rates
   return {name: medians[name] for name in subjects}, ceiling
+
+
+def write_rows(out: pathlib.Path | None, rows: list[dict[str, Any]]) -> None:
+  """Writes benchmark rows as a JSON list to `out` (nothing when None)."""
+  if out is None:
+    return
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(rows, indent=1))
+  print(f"wrote {out}")
 
 
 def machine_info() -> dict[str, Any]:
