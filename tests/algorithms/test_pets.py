@@ -82,3 +82,22 @@ def test_bad_config_is_refused_before_compiling(change, message):
     with pytest.raises(ValueError, match=message):
       pets.train(jax.random.key(0), config)
   assert c.count == 0
+
+
+def test_make_policy_acts_with_the_fitted_model(small_run):
+  state, _, _ = small_run
+  parts = pets.make_parts(SMALL)
+  init, act = pets.make_policy(state, SMALL, parts)
+
+  def episode(key):
+    env_state = parts.env.reset(key)
+    def step(carry, _):
+      env_state, mpc_state, alive = carry
+      action, mpc_state = act(mpc_state, env_state.obs)
+      env_state = parts.env.step(env_state, action)
+      alive = alive & (env_state.done == 0)
+      return (env_state, mpc_state, alive), alive
+    _, alive = jax.lax.scan(step, (env_state, init(key), jax.numpy.asarray(True)), None, 200)
+    return alive.sum()
+
+  assert int(jax.jit(episode)(jax.random.key(11))) >= 150

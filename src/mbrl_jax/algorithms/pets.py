@@ -244,8 +244,7 @@ def _run_episode(env: Env, policy, policy_state, key: PRNGKey, buffer, length: i
   """Runs one episode of at most `length` steps with `policy(policy_state, obs, t)`,
   adding each transition until the env terminates. Returns the buffer, episode return and
   length, and the per-step policy info."""
-  reset_key, policy_key = jax.random.split(key)
-  env_state = env.reset(reset_key)
+  env_state = env.reset(key)
 
   info_shape = jax.eval_shape(policy, policy_state, env_state.obs, 0)[2]
 
@@ -307,19 +306,24 @@ def _init(parts: Parts, config: Config, key: PRNGKey):
   return state, dict(returns=jnp.stack(returns), lengths=jnp.stack(lengths))
 
 
+def _make_mpc(config: Config, parts: Parts):
+  """MPC on the ensemble: the configured optimizer over particle rollouts with the env's
+  known reward and termination."""
+  p = config.planner
+  evaluate = make_trajectory_evaluator(
+      functools.partial(parts.ensemble.predict, mode=p.propagation), reward_fn=parts.reward_fn,
+      termination_fn=parts.termination_fn, num_particles=p.num_particles, discount=p.discount,
+      risk_coef=p.risk_coef)
+  return make_mpc(parts.optimizer, evaluate, replan_every=p.replan_every)
+
+
 def make_step(config: Config, parts: Parts | None = None) -> Callable[[State], tuple[State, dict]]:
   """Returns `step(state) -> (state, metrics)`: one PETS trial (fit, then an MPC episode).
 
   The function is pure and unjitted; jit it (donating the state) or vmap it over seeds.
   """
   parts = parts or make_parts(config)
-  p = config.planner
-  ens = parts.ensemble
-  evaluate = make_trajectory_evaluator(
-      functools.partial(ens.predict, mode=p.propagation), reward_fn=parts.reward_fn,
-      termination_fn=parts.termination_fn, num_particles=p.num_particles, discount=p.discount,
-      risk_coef=p.risk_coef)
-  mpc = make_mpc(parts.optimizer, evaluate, replan_every=p.replan_every)
+  mpc = _make_mpc(config, parts)
 
   def step(state: State) -> tuple[State, dict]:
     key, fit_key, mpc_key, ep_key = jax.random.split(state.key, 4)
@@ -360,13 +364,7 @@ def make_step(config: Config, parts: Parts | None = None) -> Callable[[State], t
 def make_policy(state: State, config: Config, parts: Parts | None = None):
   """An MPC policy on the state's fitted model: `(mpc_state, obs) -> (action, mpc_state)`,
   with `init(key) -> mpc_state`, for evaluation rollouts."""
-  parts = parts or make_parts(config)
-  p = config.planner
-  evaluate = make_trajectory_evaluator(
-      functools.partial(parts.ensemble.predict, mode=p.propagation), reward_fn=parts.reward_fn,
-      termination_fn=parts.termination_fn, num_particles=p.num_particles, discount=p.discount,
-      risk_coef=p.risk_coef)
-  mpc = make_mpc(parts.optimizer, evaluate, replan_every=p.replan_every)
+  mpc = _make_mpc(config, parts or make_parts(config))
   params = state.fit_state.params
 
   def act(mpc_state, obs):
