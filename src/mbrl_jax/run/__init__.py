@@ -1,6 +1,17 @@
-"""What a run needs around its compiled loop: metric files and learning-curve plots
-(`mbrl_jax.run.plot`, also a command: `python -m mbrl_jax.run.plot DIR [DIR ...]`)."""
+"""What a run needs around its compiled loop: metric files (JSON Lines, CSV, TensorBoard),
+learning-curve plots (`mbrl_jax.run.plot`, also a command: `python -m mbrl_jax.run.plot DIR
+[DIR ...]`), orbax checkpoints with resume, the chunk loop with its NaN stop, and device meshes
+for the seed axis.
 
-from mbrl_jax.run.metrics import read_jsonl, write_jsonl_rows
+This package imports nothing from `mbrl_jax.algorithms`, so algorithms can use it."""
 
-__all__ = ["read_jsonl", "write_jsonl_rows"]
+from mbrl_jax.run.checkpoint import Checkpointer, CheckpointError
+from mbrl_jax.run.devices import seed_mesh, seed_sharding, shard_seeds
+from mbrl_jax.run.loop import History, describe_nonfinite, nonfinite_leaves, run_chunks
+from mbrl_jax.run.metrics import MetricsWriter, read_jsonl, write_csv, write_jsonl_rows
+
+__all__ = [
+    "Checkpointer", "CheckpointError", "History", "MetricsWriter", "describe_nonfinite",
+    "nonfinite_leaves", "read_jsonl", "run_chunks", "seed_mesh", "seed_sharding",
+    "shard_seeds", "write_csv", "write_jsonl_rows",
+]

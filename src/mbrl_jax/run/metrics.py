@@ -1,13 +1,25 @@
-"""Metric rows as JSON Lines: one JSON object per line, appended as a run goes."""
+"""Metric rows: JSON Lines as the record, a CSV view of it, and an optional TensorBoard log.
+
+`MetricsWriter(dir)` appends rows to `dir/metrics.jsonl` (one JSON object per line, flushed, so
+a killed run keeps every finished row), keeps `dir/metrics.csv` equal to it (one column per key
+seen so far; the CSV is rewritten from the JSON Lines, so new keys never break it), and, with
+`tensorboard=True`, logs every numeric field as a scalar against `env_steps` (tag
+`seed{S}/{key}`) through tensorboardX (`pip install "mbrl_jax[tensorboard]"`).
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import os
 import pathlib
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
+
+# Columns that come first in the CSV, when present.
+LEADING_COLUMNS = ("seed", "trial", "epoch", "env_steps", "return")
 
 
 def _plain(value: Any) -> Any:
@@ -28,6 +40,83 @@ def write_jsonl_rows(path: str | pathlib.Path, rows: Iterable[dict[str, Any]]) -
 
 
 def read_jsonl(path: str | pathlib.Path) -> list[dict[str, Any]]:
-  """All rows of a JSON Lines file (blank lines skipped)."""
+  """All rows of a JSON Lines file (blank lines skipped; a torn last line from a killed
+  write is dropped)."""
+  rows = []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  for i, line in enumerate(lines):
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i == len(lines) - 1:      # the process died mid-line
+        break
+      raise ValueError(f"{path}: line {i + 1} is not JSON: {line[:80]!r}") from None
+  return rows
+
+
+def write_csv(path: str | pathlib.Path, rows: list[dict[str, Any]]) -> None:
+  """Writes rows as CSV (atomically), one column per key seen in any row."""
+  keys: dict[str, None] = {k: None for k in LEADING_COLUMNS if any(k in r for r in rows)}
+  for r in rows:
+    keys.update(dict.fromkeys(r))
+  tmp = pathlib.Path(f"{path}.tmp")
+  with open(tmp, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(keys), restval="")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+  os.replace(tmp, path)
+
+
+class MetricsWriter:
+  """Appends metric rows to DIR/metrics.jsonl, DIR/metrics.csv and optionally TensorBoard.
+
+  Args:
+    directory: the run directory (must exist).
+    tensorboard: also log scalars to DIR/tensorboard (needs tensorboardX).
+    step_key: the row field used as the TensorBoard step.
+  """
+
+  def __init__(self, directory: str | pathlib.Path, *, tensorboard: bool = False,
+               step_key: str = "env_steps"):
+    self.directory = pathlib.Path(directory)
+    self.jsonl = self.directory / "metrics.jsonl"
+    self.csv = self.directory / "metrics.csv"
+    self.step_key = step_key
+    self._tb = None
+    if tensorboard:
+      try:
+        import tensorboardX
+      except ImportError:
+        raise ImportError('TensorBoard logging needs tensorboardX: '
+                          'pip install "mbrl_jax[tensorboard]"') from None
+      self._tb = tensorboardX.SummaryWriter(str(self.directory / "tensorboard"))
+
+  def write(self, rows: list[dict[str, Any]]) -> None:
+    rows = [{k: _plain(v) for k, v in r.items()} for r in rows]
+    write_jsonl_rows(self.jsonl, rows)
+    write_csv(self.csv, read_jsonl(self.jsonl))
+    if self._tb is not None:
+      for r in rows:
+        step = r.get(self.step_key)
+        prefix = f"seed{r['seed']}/" if "seed" in r else ""
+        for k, v in r.items():
+          if k not in ("seed", self.step_key) and isinstance(v, (int, float)) and \
+              not isinstance(v, bool):
+            self._tb.add_scalar(prefix + k, v, global_step=step)
+      self._tb.flush()
+
+  def keep_only(self, keep: Callable[[dict[str, Any]], bool]) -> int:
+    """Drops the rows for which `keep(row)` is False (used on resume to forget rows written
+    after the checkpoint); returns how many rows remain. Rewrites both files atomically."""
+    rows = [r for r in read_jsonl(self.jsonl) if keep(r)] if self.jsonl.exists() else []
+    tmp = pathlib.Path(f"{self.jsonl}.tmp")
+    tmp.unlink(missing_ok=True)
+    write_jsonl_rows(tmp, rows)
+    os.replace(tmp, self.jsonl)
+    write_csv(self.csv, rows)
+    return len(rows)
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
