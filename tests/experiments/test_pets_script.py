@@ -3,8 +3,10 @@
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -77,3 +79,42 @@ def test_help_shows_defaults():
   flat = " ".join(out.replace("│", " ").split())
   after = flat[flat.index("--planner.population"):][:150]
   assert "(default: 100)" in after, after       # the quick preset's value
+
+
+def _rows_without_wall_time(path):
+  return sorted(({k: v for k, v in r.items() if k != "wall_s"} for r in read_jsonl(path)),
+                key=lambda r: (r["seed"], r["trial"]))
+
+
+def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path):
+  argv = TINY[:]
+  argv[argv.index("--trials") + 1] = "4"
+  argv[argv.index("--trial-length") + 1] = "60"
+  full = tmp_path / "full"
+  pets_script.main(argv + ["--seeds", "2", "--out", str(full)])
+
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen([sys.executable, str(ROOT / "experiments" / "pets.py"), *argv,
+                           "--seeds", "2", "--out", str(killed)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+  metrics = killed / "metrics.jsonl"
+  try:
+    # Kill as soon as trial 2's rows are written (its checkpoint may or may not exist yet).
+    while proc.poll() is None and not (
+        metrics.exists() and any(r["trial"] >= 2 for r in read_jsonl(metrics))):
+      time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+  finally:
+    proc.wait()
+  assert max(r["trial"] for r in read_jsonl(metrics)) < 5
+  pets_script.main(["--resume", str(killed)])
+  assert _rows_without_wall_time(metrics) == _rows_without_wall_time(full / "metrics.jsonl")
+  assert (killed / "metrics.csv").read_text().count("\n") == 2 * 5 + 1
+
+
+def test_resume_refuses_other_options_and_missing_runs(tmp_path):
+  with pytest.raises(SystemExit, match="--resume takes the run's saved config"):
+    pets_script.main(["--resume", str(tmp_path), "--trials", "3"])
+  with pytest.raises(SystemExit, match="no config.json"):
+    pets_script.main(["--resume", str(tmp_path)])

@@ -31,6 +31,7 @@ from mbrl_jax import compile as compile_lib
 from mbrl_jax import data as buffer_lib
 from mbrl_jax import envs
 from mbrl_jax import models
+from mbrl_jax import run as run_lib
 from mbrl_jax.planning import optimizers as opt_lib
 from mbrl_jax.planning.mpc import make_mpc
 from mbrl_jax.planning.trajectory import make_trajectory_evaluator
@@ -351,6 +352,7 @@ def make_step(config: Config, parts: Parts | None = None) -> Callable[[State], t
         "model_holdout_mse": jnp.mean(fit_metrics.best_holdout_mse),
         "model_epochs": fit_metrics.epochs,
         "model_nonfinite": fit_metrics.nonfinite_data | fit_metrics.nonfinite_loss,
+        "params_nonfinite": run_lib.nonfinite_leaves(fit_state.params),
         "planner_predicted_return": mean_over_steps(info.best_return),
         "planner_final_std": mean_over_steps(info.final_std.mean(axis=(-2, -1))),
     }
@@ -374,55 +376,99 @@ def make_policy(state: State, config: Config, parts: Parts | None = None):
   return mpc.init, act
 
 
+def _check_key(key: PRNGKey) -> None:
+  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) or key.ndim > 1:
+    raise ValueError(f"key must be a typed PRNG key (jax.random.key) or a 1-D batch of them, "
+                     f"got dtype {key.dtype} and shape {key.shape}")
+
+
+def checkpoint_meta(key: PRNGKey, config: Config) -> dict:
+  """What a checkpoint must share with a run to be resumed by it: the config and the keys."""
+  return {"algorithm": "pets", "config": dataclasses.asdict(config),
+          "keys": np.asarray(jax.random.key_data(key)).tolist()}
+
+
 def train(key: PRNGKey, config: Config, *,
           progress_fn: Callable[[int, dict], Any] | None = None,
+          checkpoint_dir: str | None = None,
+          checkpoint_every: int = 1,
+          resume: bool = False,
           ) -> tuple[State, dict[str, np.ndarray]]:
   """Runs PETS: random trial(s), then `config.trials` trials, each one compiled call.
 
   Args:
     key: one key for one run, or a batch of keys [S] for S seeds vmapped through the same
-      compiled calls (e.g. `jnp.stack([jax.random.key(s) for s in seeds])`).
+      compiled calls (e.g. `jnp.stack([jax.random.key(s) for s in seeds])`). A batch placed
+      with a sharding (`mbrl_jax.run.devices.shard_seeds`) splits the seeds over devices.
     config: the run's configuration (validated before anything compiles).
-    progress_fn: called after every model-based trial as `progress_fn(trial, metrics)`, with
-      metrics as NumPy arrays (a seed axis first when `key` is a batch).
+    progress_fn: called after every trial, random ones included, as
+      `progress_fn(trial, metrics)`, with metrics as NumPy arrays (a seed axis first when `key`
+      is a batch).
+    checkpoint_dir: where to checkpoint the whole state (buffer, ensemble and optimizer,
+      keys, counters) and the history: after the random trials and every `checkpoint_every`
+      trials after that (`mbrl_jax.run.Checkpointer`, orbax).
+    checkpoint_every: trials between checkpoints (the last trial is always checkpointed).
+    resume: continue from the latest checkpoint in `checkpoint_dir` (which must have been
+      written with the same config and keys); the result equals an uninterrupted run's.
+      Without a checkpoint there, the run starts from scratch.
 
   Returns:
     The final state and a history dict of NumPy arrays [random_trials + trials, (S)]:
     "return", "episode_length", "env_steps", and the model/planner metrics (NaN for the
     random trials).
+
+  Raises:
+    FloatingPointError: NaN or Inf in the fitted model's data, loss or parameters; the message
+      names the trial, the seed and the component, and the last good checkpoint is kept.
+    mbrl_jax.run.CheckpointError: `resume` with a checkpoint of another run or a corrupt one.
   """
+  _check_key(key)
+  if checkpoint_every < 1:
+    raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
   parts = make_parts(config)
   step = make_step(config, parts)
   init_fn = functools.partial(_init, parts, config)
-  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) or key.ndim > 1:
-    raise ValueError(f"key must be a typed PRNG key (jax.random.key) or a 1-D batch of them, "
-                     f"got dtype {key.dtype} and shape {key.shape}")
   batched = key.ndim == 1
   if batched:
     init_fn, step = jax.vmap(init_fn), jax.vmap(step)
-  keys = key
-  state, random_info = compile_lib.jit(init_fn)(keys)
+  sharding = key.sharding if batched and len(key.sharding.device_set) > 1 else None
   step = compile_lib.jit(step, donate_argnums=0)
+  checkpointer = None
+  if checkpoint_dir is not None:
+    checkpointer = run_lib.Checkpointer(checkpoint_dir, meta=checkpoint_meta(key, config))
+  total = config.random_trials + config.trials
 
-  random_returns = np.asarray(random_info["returns"])           # [(seeds,) R]
-  random_lengths = np.asarray(random_info["lengths"])
-  if batched:
-    random_returns, random_lengths = random_returns.T, random_lengths.T
-  history: dict[str, list] = {"return": list(random_returns),
-                              "episode_length": list(random_lengths),
-                              "env_steps": list(np.cumsum(random_lengths, axis=0))}
-  nan = np.full(np.shape(random_returns[0]), np.nan)
-  for trial in range(config.trials):
-    state, metrics = step(state)
-    metrics = jax.tree.map(np.asarray, metrics)
-    if np.any(metrics["model_nonfinite"]):
-      raise FloatingPointError(
-          f"PETS trial {config.random_trials + trial}: the model fit saw NaN/Inf in the data "
-          f"or the loss (train loss {metrics['model_train_loss']})")
-    for name, value in metrics.items():
-      if name not in history:
-        history[name] = [nan] * config.random_trials
-      history[name].append(value)
-    if progress_fn is not None:
-      progress_fn(config.random_trials + trial, metrics)
-  return state, {name: np.stack(values) for name, values in history.items()}
+  if resume and checkpointer is not None and checkpointer.latest_step() is not None:
+    template = jax.eval_shape(init_fn, key)[0]
+    state, extra = checkpointer.restore(template)
+    if sharding is not None:
+      state = jax.device_put(state, sharding)
+    history = run_lib.History.from_json(extra["history"])
+    start = checkpointer.latest_step()
+  else:
+    state, random_info = compile_lib.jit(init_fn)(key)
+    returns = np.asarray(random_info["returns"])                  # [(S,) R]
+    lengths = np.asarray(random_info["lengths"])
+    if batched:
+      returns, lengths = returns.T, lengths.T
+    history = run_lib.History()
+    for trial, (ret, length, steps) in enumerate(
+        zip(returns, lengths, np.cumsum(lengths, axis=0))):
+      metrics = {"return": ret, "episode_length": length, "env_steps": steps}
+      history.append(metrics)
+      if progress_fn is not None:
+        progress_fn(trial, metrics)
+    start = config.random_trials
+    if checkpointer is not None:
+      checkpointer.save(start, state, extra={"history": history.to_json()})
+
+  def check(metrics):
+    return run_lib.describe_nonfinite(metrics, {
+        "model_nonfinite": "the model fit's data or loss",
+        "params_nonfinite": "the model parameters"})
+
+  state, history = run_lib.run_chunks(
+      step, state, start=start, stop=total, history=history, name="PETS", unit="trial",
+      checkpointer=checkpointer, checkpoint_every=checkpoint_every, check_fn=check,
+      progress_fn=progress_fn)
+  return state, history.stacked()
