@@ -51,6 +51,10 @@ def test_presets_and_overrides():
     (["--planner.horizon", "0"], "planner.horizon"),
     (["--planner.propagation", "ts9"], "planner.propagation"),
     (["--fit.holdout-ratio", "1.5"], "holdout_ratio"),
+    (["--planner.elite-ratio", "1.5"], "planner.elite_ratio must be in (0, 1]"),
+    (["--planner.alpha", "-0.1"], "planner.alpha must be in [0, 1)"),
+    (["--planner.discount", "2"], "planner.discount must be in (0, 1]"),
+    (["--model.num-members", "-2"], "model.num_members"),
     (["--seeds", "0"], "--seeds"),
 ])
 def test_bad_values_stop_with_a_message(tmp_path, capsys, argv, message):

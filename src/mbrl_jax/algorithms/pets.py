@@ -174,8 +174,11 @@ def validate(config: Config) -> None:
   # The optimizer and evaluator factories check the rest of their arguments (elites versus
   # population, momentum range, temperature, discount, ...) and name them.
   _make_optimizer(config, action_size=1)
-  make_trajectory_evaluator(lambda *a: None, num_particles=p.num_particles,
-                            discount=p.discount, risk_coef=p.risk_coef)
+  try:
+    make_trajectory_evaluator(lambda *a: None, num_particles=p.num_particles,
+                              discount=p.discount, risk_coef=p.risk_coef)
+  except ValueError as e:
+    raise ValueError(f"PETS config: planner.{e}") from None
 
 
 def _make_optimizer(config: Config, action_size: int) -> opt_lib.Optimizer:
@@ -195,7 +198,7 @@ def _make_optimizer(config: Config, action_size: int) -> opt_lib.Optimizer:
     return opt_lib.make_gradient(num_starts=p.num_starts, num_steps=p.num_steps,
                                  learning_rate=p.learning_rate, **common)
   except ValueError as e:
-    raise ValueError(f"PETS config: planner: {e}") from None
+    raise ValueError(f"PETS config: planner.{e}") from None
 
 
 class State(NamedTuple):
