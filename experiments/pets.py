@@ -71,6 +71,10 @@ class Args:
   """Checkpoint the whole training state (orbax, in OUT/checkpoints) every N trials."""
   tensorboard: bool = False
   """Also log metrics to OUT/tensorboard (needs tensorboardX)."""
+  distributed: bool = False
+  """Multi-host: call jax.distributed.initialize() first (it reads JAX_COORDINATOR_ADDRESS,
+  JAX_NUM_PROCESSES and JAX_PROCESS_ID, or the cluster's environment); run the same command
+  on every host."""
   resume: pathlib.Path | None = None
   """Continue the run in this directory from its latest checkpoint, with its saved config
   (give no other option). The finished run equals an uninterrupted one."""
@@ -110,6 +114,8 @@ def saved_args(run_dir: pathlib.Path) -> Args:
 
 def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   args = parse(sys.argv[1:] if argv is None else argv)
+  if args.distributed:
+    jax.distributed.initialize()
   config = args.config
   if args.seeds < 1:
     raise SystemExit(f"error: --seeds must be >= 1, got {args.seeds}")

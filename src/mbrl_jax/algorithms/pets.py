@@ -450,8 +450,8 @@ def train(key: PRNGKey, config: Config, *,
     start = checkpointer.latest_step()
   else:
     state, random_info = compile_lib.jit(init_fn)(key)
-    returns = np.asarray(random_info["returns"])                  # [(S,) R]
-    lengths = np.asarray(random_info["lengths"])
+    returns = run_lib.to_host(random_info["returns"])             # [(S,) R]
+    lengths = run_lib.to_host(random_info["lengths"])
     if batched:
       returns, lengths = returns.T, lengths.T
     history = run_lib.History()

@@ -6,12 +6,12 @@ for the seed axis.
 This package imports nothing from `mbrl_jax.algorithms`, so algorithms can use it."""
 
 from mbrl_jax.run.checkpoint import Checkpointer, CheckpointError
-from mbrl_jax.run.devices import seed_mesh, seed_sharding, shard_seeds
+from mbrl_jax.run.devices import seed_mesh, seed_sharding, shard_seeds, to_host
 from mbrl_jax.run.loop import History, describe_nonfinite, nonfinite_leaves, run_chunks
 from mbrl_jax.run.metrics import MetricsWriter, read_jsonl, write_csv, write_jsonl_rows
 
 __all__ = [
     "Checkpointer", "CheckpointError", "History", "MetricsWriter", "describe_nonfinite",
     "nonfinite_leaves", "read_jsonl", "run_chunks", "seed_mesh", "seed_sharding",
-    "shard_seeds", "write_csv", "write_jsonl_rows",
+    "shard_seeds", "to_host", "write_csv", "write_jsonl_rows",
 ]

@@ -5,15 +5,18 @@ seed axis over the devices, and `jax.jit` propagates that sharding through `init
 compiled chunk (each device runs its seeds; no `pmap`). On CPU, try it with
 `XLA_FLAGS=--xla_force_host_platform_device_count=4`.
 
-Multi-host: call `jax.distributed.initialize()` at the top of the script on every host (with
-`coordinator_address`, `num_processes` and `process_id`, or from the cluster's environment on
-SLURM / TPU pods); `jax.devices()` then lists every host's devices and `seed_mesh` spans them.
-Example launch on two hosts:
+Multi-host: call `jax.distributed.initialize()` first on every host (it reads
+JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, or the cluster's environment on
+SLURM / TPU pods; the scripts' `--distributed` flag does it); `jax.devices()` then lists every
+host's devices and `seed_mesh` spans them. `shard_seeds` builds the global array from each
+host's identical copy, and `to_host` gathers a result from all hosts. Two hosts:
 
-  # host 0                                   # host 1
-  JAX_COORDINATOR_ADDRESS=10.0.0.1:1234 \\    JAX_COORDINATOR_ADDRESS=10.0.0.1:1234 \\
-  JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 \\     JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=1 \\
-  python experiments/pets.py --seeds 16 --distributed    (same command on both)
+  # host 0; on host 1 the same with JAX_PROCESS_ID=1
+  JAX_COORDINATOR_ADDRESS=10.0.0.1:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 \\
+    python experiments/pets.py --distributed --seeds 16 --out runs/pets16
+
+(Tested here only with forced CPU devices in one process; the multi-process path follows JAX's
+documented API but has not been run on real hosts.)
 """
 
 from __future__ import annotations
@@ -47,12 +50,25 @@ def seed_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def shard_seeds(tree: Any, mesh: Mesh) -> Any:
-  """Places every array of `tree` (leading axis = seeds) with its seed axis sharded."""
+  """Places every array of `tree` (leading axis = seeds) with its seed axis sharded. Across
+  several processes every process must pass the same values."""
   sharding = seed_sharding(mesh)
-  return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+
+  def place(x):
+    if jax.process_count() == 1:
+      return jax.device_put(x, sharding)
+    is_key = jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    data = np.asarray(jax.random.key_data(x) if is_key else x)
+    array = jax.make_array_from_callback(data.shape, sharding, lambda index: data[index])
+    return jax.random.wrap_key_data(array, impl=jax.random.key_impl(x)) if is_key else array
+
+  return jax.tree.map(place, tree)
 
 
-def maybe_distributed_initialize() -> None:
-  """Calls `jax.distributed.initialize()` (reading JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
-  JAX_PROCESS_ID or the cluster's environment); use before any other JAX call."""
-  jax.distributed.initialize()
+def to_host(x: Any) -> np.ndarray:
+  """A (possibly multi-host) array as one NumPy array on this host."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+

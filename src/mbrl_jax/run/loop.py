@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from mbrl_jax.run.checkpoint import Checkpointer
+from mbrl_jax.run.devices import to_host
 
 
 def nonfinite_leaves(tree: Any) -> jax.Array:
@@ -76,7 +77,7 @@ def run_chunks(
   last_saved = checkpointer.latest_step() if checkpointer is not None else None
   for i in range(start, stop):
     state, metrics = step(state)
-    metrics = jax.tree.map(np.asarray, metrics)
+    metrics = jax.tree.map(to_host, metrics)
     problem = check_fn(metrics) if check_fn is not None else None
     if problem:
       kept = (f"the last good checkpoint is {checkpointer.directory / str(last_saved)} (kept; "
