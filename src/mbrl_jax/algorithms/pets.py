@@ -379,12 +379,6 @@ def make_policy(state: State, config: Config, parts: Parts | None = None):
   return mpc.init, act
 
 
-def _check_key(key: PRNGKey) -> None:
-  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) or key.ndim > 1:
-    raise ValueError(f"key must be a typed PRNG key (jax.random.key) or a 1-D batch of them, "
-                     f"got dtype {key.dtype} and shape {key.shape}")
-
-
 def checkpoint_meta(key: PRNGKey, config: Config) -> dict:
   """What a checkpoint must share with a run to be resumed by it: the config and the keys."""
   return {"algorithm": "pets", "config": dataclasses.asdict(config),
@@ -425,53 +419,22 @@ def train(key: PRNGKey, config: Config, *,
       names the trial, the seed and the component, and the last good checkpoint is kept.
     mbrl_jax.run.CheckpointError: `resume` with a checkpoint of another run or a corrupt one.
   """
-  _check_key(key)
-  if checkpoint_every < 1:
-    raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+  run_lib.check_key(key)
   parts = make_parts(config)
-  step = make_step(config, parts)
-  init_fn = functools.partial(_init, parts, config)
-  batched = key.ndim == 1
-  if batched:
-    init_fn, step = jax.vmap(init_fn), jax.vmap(step)
-  sharding = key.sharding if batched and len(key.sharding.device_set) > 1 else None
-  step = compile_lib.jit(step, donate_argnums=0)
-  checkpointer = None
-  if checkpoint_dir is not None:
-    checkpointer = run_lib.Checkpointer(checkpoint_dir, meta=checkpoint_meta(key, config))
-  total = config.random_trials + config.trials
 
-  if resume and checkpointer is not None and checkpointer.latest_step() is not None:
-    template = jax.eval_shape(init_fn, key)[0]
-    state, extra = checkpointer.restore(template)
-    if sharding is not None:
-      state = jax.device_put(state, sharding)
-    history = run_lib.History.from_json(extra["history"])
-    start = checkpointer.latest_step()
-  else:
-    state, random_info = compile_lib.jit(init_fn)(key)
-    returns = run_lib.to_host(random_info["returns"])             # [(S,) R]
-    lengths = run_lib.to_host(random_info["lengths"])
-    if batched:
-      returns, lengths = returns.T, lengths.T
-    history = run_lib.History()
-    for trial, (ret, length, steps) in enumerate(
-        zip(returns, lengths, np.cumsum(lengths, axis=0))):
-      metrics = {"return": ret, "episode_length": length, "env_steps": steps}
-      history.append(metrics)
-      if progress_fn is not None:
-        progress_fn(trial, metrics)
-    start = config.random_trials
-    if checkpointer is not None:
-      checkpointer.save(start, state, extra={"history": history.to_json()})
+  def init_fn(key):
+    state, info = _init(parts, config, key)
+    return state, {"return": info["returns"], "episode_length": info["lengths"],
+                   "env_steps": jnp.cumsum(info["lengths"])}
 
   def check(metrics):
     return run_lib.describe_nonfinite(metrics, {
         "model_nonfinite": "the model fit's data or loss",
         "params_nonfinite": "the model parameters"})
 
-  state, history = run_lib.run_chunks(
-      step, state, start=start, stop=total, history=history, name="PETS", unit="trial",
-      checkpointer=checkpointer, checkpoint_every=checkpoint_every, check_fn=check,
-      progress_fn=progress_fn)
-  return state, history.stacked()
+  return run_lib.train_chunks(
+      key, init_fn=init_fn, step_fn=make_step(config, parts),
+      num_chunks=config.random_trials + config.trials, name="PETS", unit="trial",
+      meta=checkpoint_meta(key, config), check_fn=check, progress_fn=progress_fn,
+      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
+      jit=compile_lib.jit)

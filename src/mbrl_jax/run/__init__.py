@@ -7,11 +7,12 @@ This package imports nothing from `mbrl_jax.algorithms`, so algorithms can use i
 
 from mbrl_jax.run.checkpoint import Checkpointer, CheckpointError
 from mbrl_jax.run.devices import seed_mesh, seed_sharding, shard_seeds, to_host
-from mbrl_jax.run.loop import History, describe_nonfinite, nonfinite_leaves, run_chunks
+from mbrl_jax.run.loop import (History, check_key, describe_nonfinite, nonfinite_leaves,
+                               run_chunks, train_chunks)
 from mbrl_jax.run.metrics import MetricsWriter, read_jsonl, write_csv, write_jsonl_rows
 
 __all__ = [
-    "Checkpointer", "CheckpointError", "History", "MetricsWriter", "describe_nonfinite",
-    "nonfinite_leaves", "read_jsonl", "run_chunks", "seed_mesh", "seed_sharding",
-    "shard_seeds", "to_host", "write_csv", "write_jsonl_rows",
+    "Checkpointer", "CheckpointError", "History", "MetricsWriter", "check_key",
+    "describe_nonfinite", "nonfinite_leaves", "read_jsonl", "run_chunks", "seed_mesh", "seed_sharding",
+    "shard_seeds", "to_host", "train_chunks", "write_csv", "write_jsonl_rows",
 ]

@@ -109,3 +109,84 @@ def describe_nonfinite(metrics: dict[str, Any], flags: dict[str, str],
   return None
 
 
+
+
+def check_key(key: Any) -> None:
+  """Raises ValueError unless `key` is a typed PRNG key or a 1-D batch of them (seeds)."""
+  if not (hasattr(key, "dtype") and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)) \
+      or key.ndim > 1:
+    raise ValueError(f"key must be a typed PRNG key (jax.random.key) or a 1-D batch of them, "
+                     f"got {getattr(key, 'dtype', type(key))} of shape {np.shape(key)}")
+
+
+def train_chunks(
+    key: jax.Array,
+    *,
+    init_fn: Callable[[jax.Array], tuple[Any, dict]],
+    step_fn: Callable[[Any], tuple[Any, dict]],
+    num_chunks: int,
+    name: str,
+    unit: str,
+    meta: dict,
+    check_fn: Callable[[dict], str | None] | None = None,
+    progress_fn: Callable[[int, dict], Any] | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    jit: Callable[..., Any] = jax.jit,
+) -> tuple[Any, dict[str, np.ndarray]]:
+  """An algorithm's `train`: init, then compiled chunks, seeds vmapped, with checkpoints.
+
+  Args:
+    key: a typed key (one seed) or a 1-D batch of them (seeds, vmapped; sharded over devices
+      when the batch is placed with a multi-device sharding, see `shard_seeds`).
+    init_fn: unbatched `init_fn(key) -> (state, done)`, where `done` holds the metrics of the
+      chunks init already ran, each [D] (e.g. PETS' random trials; D may be 0 with `{}`).
+    step_fn: unbatched, pure `step_fn(state) -> (state, metrics)`: one chunk.
+    num_chunks: total chunks, those done by init included.
+    name, unit: for messages ("PETS", "trial").
+    meta: what a checkpoint must share to be resumed (config, keys), JSON-able.
+    check_fn, progress_fn: see `run_chunks`; progress also runs for the init's chunks.
+    checkpoint_dir, checkpoint_every: checkpoints after init and every N chunks.
+    resume: continue from the latest checkpoint in `checkpoint_dir` (fresh start if none).
+    jit: the compiler (e.g. `mbrl_jax.compile.jit`); the step is jitted with its state donated.
+
+  Returns:
+    The final state and the history, {metric: [num_chunks, (S)]}.
+  """
+  check_key(key)
+  if checkpoint_every < 1:
+    raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+  batched = key.ndim == 1
+  if batched:
+    init_fn, step_fn = jax.vmap(init_fn), jax.vmap(step_fn)
+  sharding = key.sharding if batched and len(key.sharding.device_set) > 1 else None
+  step = jit(step_fn, donate_argnums=0)
+  checkpointer = None if checkpoint_dir is None else Checkpointer(checkpoint_dir, meta=meta)
+
+  if resume and checkpointer is not None and checkpointer.latest_step() is not None:
+    state, extra = checkpointer.restore(jax.eval_shape(init_fn, key)[0])
+    if sharding is not None:
+      state = jax.device_put(state, sharding)
+    history = History.from_json(extra["history"])
+    start = checkpointer.latest_step()
+  else:
+    state, done = jit(init_fn)(key)
+    done = {k: to_host(v) for k, v in done.items()}                # [(S,) D]
+    if batched:
+      done = {k: np.moveaxis(v, 0, -1) for k, v in done.items()}  # [D, S]
+    history = History()
+    start = len(next(iter(done.values()))) if done else 0
+    for i in range(start):
+      metrics = {k: v[i] for k, v in done.items()}
+      history.append(metrics)
+      if progress_fn is not None:
+        progress_fn(i, metrics)
+    if checkpointer is not None:
+      checkpointer.save(start, state, extra={"history": history.to_json()})
+
+  state, history = run_chunks(
+      step, state, start=start, stop=num_chunks, history=history, name=name, unit=unit,
+      checkpointer=checkpointer, checkpoint_every=checkpoint_every, check_fn=check_fn,
+      progress_fn=progress_fn)
+  return state, history.stacked()
