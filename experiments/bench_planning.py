@@ -22,15 +22,19 @@ Rows:
   cem/CONFIG/VARIANT    (--xla-variants, on by default) the same plan compiled with other
                         per-jit XLA:CPU options (see XLA_VARIANTS); the main rows use the
                         library's (`mbrl_jax.compile`)
-  breakdown/...         (--breakdown, on by default) where the notebook plan's time goes:
+  breakdown/CONFIG/...  (--breakdown, on by default) where a plan's time goes (numbers for the
+                        notebook config; the small config's rows are the same at its sizes):
     evaluate            one trajectory evaluation of 350 sequences (one CEM iteration's
                         objective); x iterations it is the model's share of a plan
     forward_x75         the bare ensemble forward pass (normalise, member MLPs, denormalise;
                         no sample, no reward, no termination) on 7000 rows, 75 times in a
-                        `lax.scan` (horizon 15 x 5 iterations): the plan's FLOPs with nothing
-                        else
-    predict_x75         the same with `predict`'s Gaussian sample (soft log-variance bounds,
-                        exp, normal draw)
+                        `lax.scan` (horizon 15 x 5 iterations, unrolled by 15 as the evaluator
+                        unrolls a rollout): the plan's FLOPs with nothing else
+    predict_x75         the same with `predict`'s Gaussian sample (soft-bounded variance,
+                        sqrt, scaled noise), its noise drawn as in a plan: one [15, 7000, 4]
+                        standard-normal draw per call (the evaluator draws a horizon's noise
+                        at once and XLA hoists it out of the CEM loop: every iteration uses
+                        the same evaluation key)
 
 FLOPs per plan = sequences evaluated x particles x horizon x `spec.flops_per_row()` (2 per
 multiply-add, every dense layer including the first (5 -> 200) and the last (200 -> 8, mean
@@ -183,8 +187,8 @@ def plan_subject(name: str, optimizer: str, cfg: PlanConfig, seeds: int | None,
                  compiler_options=compiler_options or {}, **dataclasses.asdict(cfg))
 
 
-def breakdown_subjects(cfg: PlanConfig) -> list[Subject]:
-  """The notebook plan's parts (see the module docstring)."""
+def breakdown_subjects(cfg: PlanConfig, config_name: str = "notebook") -> list[Subject]:
+  """The parts of the plan at `cfg` (see the module docstring)."""
   parts = pets.make_parts(_pets_config("cem", cfg))
   ens = parts.ensemble
   params = _fitted_like(ens.init(jax.random.key(1)))
@@ -201,9 +205,15 @@ def breakdown_subjects(cfg: PlanConfig) -> list[Subject]:
 
   def repeated(sample: bool):
     def run(p, k, x, a):
-      def body(x, k):
-        return ens.predict(p, k, x, a, mode="tsinf", sample=sample).next_obs, None
-      return jax.lax.scan(body, x, jax.random.split(k, steps))[0]
+      if not sample:
+        body = lambda x, t: (ens.predict(p, k, x, a, mode="tsinf", sample=False).next_obs, None)
+        return jax.lax.scan(body, x, jnp.arange(steps), unroll=cfg.horizon)[0]
+      # As a plan draws it: the evaluator draws a horizon's noise [H, rows, D] in one call, and
+      # every CEM iteration reuses it (the same evaluation key), so once per plan.
+      noise = jax.random.normal(k, (cfg.horizon, rows, ens.spec.target_size))
+      body = lambda x, t: (ens.predict(p, k, x, a, mode="tsinf",
+                                       noise=noise[t % cfg.horizon]).next_obs, None)
+      return jax.lax.scan(body, x, jnp.arange(steps), unroll=cfg.horizon)[0]
     return compile_lib.jit(run)
 
   x = jnp.broadcast_to(obs, (rows, obs.size)) + 0.01 * jax.random.normal(key, (rows, obs.size))
@@ -211,11 +221,11 @@ def breakdown_subjects(cfg: PlanConfig) -> list[Subject]:
   per_plan = cfg.iterations * rows * cfg.horizon * row_flops
   common = dict(optimizer="cem", seeds=1, vmapped=False, **dataclasses.asdict(cfg))
   return [
-      Subject("breakdown/notebook/evaluate", eval_fn, (params, key, obs, seqs),
+      Subject(f"breakdown/{config_name}/evaluate", eval_fn, (params, key, obs, seqs),
               rows * cfg.horizon * row_flops, 1, plan_fraction=1 / cfg.iterations, **common),
-      Subject(f"breakdown/notebook/forward_x{steps}", repeated(False), (params, key, x, a),
+      Subject(f"breakdown/{config_name}/forward_x{steps}", repeated(False), (params, key, x, a),
               per_plan, 1, plan_fraction=1.0, **common),
-      Subject(f"breakdown/notebook/predict_x{steps}", repeated(True), (params, key, x, a),
+      Subject(f"breakdown/{config_name}/predict_x{steps}", repeated(True), (params, key, x, a),
               per_plan, 1, plan_fraction=1.0, **common),
   ]
 
@@ -235,7 +245,7 @@ def main(args: Args) -> list[dict]:
     subjects += [plan_subject(f"cem/{c}/{v}", "cem", CONFIGS[c], None, opts)
                  for v, opts in XLA_VARIANTS.items() for c in ("notebook", "small")]
   if args.breakdown:
-    subjects += breakdown_subjects(nb)
+    subjects += breakdown_subjects(nb) + breakdown_subjects(sm, "small")
 
   # Compile (and run once) outside the timed window so the log shows what compiling costs.
   for s in subjects:
@@ -286,17 +296,18 @@ def main(args: Args) -> list[dict]:
           f"({by_name['cem/small']['latency_s'] / r['latency_per_seed_s']:.2f}x the "
           f"throughput of one unbatched plan)")
   if args.breakdown:
-    plan = by_name["cem/notebook"]["latency_s"]
-    ev = by_name["breakdown/notebook/evaluate"]["latency_s"] * nb.iterations
-    steps = nb.horizon * nb.iterations
-    fwd = by_name[f"breakdown/notebook/forward_x{steps}"]["latency_s"]
-    pred = by_name[f"breakdown/notebook/predict_x{steps}"]["latency_s"]
-    print(f"notebook plan {plan * 1e3:.0f} ms = {nb.iterations} x evaluate "
-          f"{ev * 1e3:.0f} ms ({100 * ev / plan:.0f}%) + CEM sampling/top-k/update "
-          f"{(plan - ev) * 1e3:.0f} ms; within the evaluations: bare forward {fwd * 1e3:.0f} "
-          f"ms ({100 * fwd / plan:.0f}% of the plan), aleatoric sample "
-          f"{(pred - fwd) * 1e3:.0f} ms, reward/termination/scan bookkeeping "
-          f"{(ev - pred) * 1e3:.0f} ms")
+    for name, cfg in (("notebook", nb), ("small", sm)):
+      plan = by_name[f"cem/{name}"]["latency_s"]
+      ev = by_name[f"breakdown/{name}/evaluate"]["latency_s"] * cfg.iterations
+      steps = cfg.horizon * cfg.iterations
+      fwd = by_name[f"breakdown/{name}/forward_x{steps}"]["latency_s"]
+      pred = by_name[f"breakdown/{name}/predict_x{steps}"]["latency_s"]
+      print(f"{name} plan {plan * 1e3:.1f} ms = {cfg.iterations} x evaluate "
+            f"{ev * 1e3:.1f} ms ({100 * ev / plan:.0f}%) + CEM sampling/top-k/update "
+            f"{(plan - ev) * 1e3:.1f} ms; within the evaluations: bare forward {fwd * 1e3:.1f} "
+            f"ms ({100 * fwd / plan:.0f}% of the plan), aleatoric sample "
+            f"{(pred - fwd) * 1e3:.1f} ms, reward/termination/scan bookkeeping "
+            f"{(ev - pred) * 1e3:.1f} ms")
   if args.xla_variants:
     for v in XLA_VARIANTS:
       ratio = by_name[f"cem/notebook/{v}"]["latency_s"] / by_name[f"cem/small/{v}"]["latency_s"]

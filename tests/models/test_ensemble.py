@@ -203,3 +203,29 @@ def test_given_noise_replaces_the_draw(ens, params):
   np.testing.assert_allclose(a.next_obs, np.asarray(obs) + want[:, :O], rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="noise has shape"):
     ens.predict(params, jax.random.key(0), obs, action, noise=noise[:, :2])
+
+
+def test_variance_saturates_at_the_bounds_for_extreme_raw_outputs(ens, params):
+  """The predicted variance is exp(soft-bounded logvar) (PETS' two softplus) for raw
+  log-variances far outside the bounds too, where an exp of them would overflow, and
+  its gradient stays finite there."""
+  raw = np.array([-500.0, -60.0, 0.0, 60.0, 500.0], np.float32)              # one per member
+  net = params.net["params"]
+  last = sorted(net)[-1]
+  D = O + 1
+  kernel = net[last]["kernel"].at[..., D:].set(0.0)
+  bias = net[last]["bias"].at[:, D:].set(jnp.asarray(raw)[:, None])
+  p = params._replace(net={"params": {**net, last: {"kernel": kernel, "bias": bias}}},
+                      min_logvar=jnp.array([-10.0, -3.0, -20.0, 0.0]),
+                      max_logvar=jnp.array([0.5, 2.0, 1.0, 0.25]))
+  obs, action = _rows(3)
+  out = ens.apply(p, obs, action)
+  lo, hi = np.asarray(p.min_logvar, np.float64), np.asarray(p.max_logvar, np.float64)
+  softplus = lambda z: np.logaddexp(z, 0.0)
+  logvar = hi - softplus(hi - raw.astype(np.float64)[:, None])                 # [E, D]
+  logvar = lo + softplus(logvar - lo)
+  want = np.exp(logvar)[:, None, :] * np.asarray(p.output_norm.std, np.float64) ** 2
+  np.testing.assert_allclose(out.var, np.broadcast_to(want, out.var.shape), rtol=1e-5)
+  grad = jax.grad(lambda o: ens.predict(p, jax.random.key(0), jnp.repeat(o, E, 0),
+                                        jnp.repeat(action[:1], E, 0)).next_obs.sum())(obs[:1])
+  assert np.isfinite(np.asarray(grad)).all()

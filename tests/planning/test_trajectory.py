@@ -11,7 +11,8 @@ import pytest
 from mbrl_jax import envs
 from mbrl_jax import planning
 from mbrl_jax.planning.mpc import make_mpc
-from mbrl_jax.planning.trajectory import NAN_RETURN, make_trajectory_evaluator
+from mbrl_jax.models import make_ensemble
+from mbrl_jax.planning.trajectory import NAN_RETURN, make_trajectory_evaluator, model_noise_size
 
 
 class Step(NamedTuple):
@@ -78,6 +79,37 @@ def test_bad_arguments():
   ev = make_trajectory_evaluator(_integrator)
   with pytest.raises(ValueError, match=r"\[P, H, A\]"):
     ev(0.0, jax.random.key(0), jnp.zeros(1), jnp.zeros((3, 1)))
+
+
+def test_noise_drawn_before_the_rollout_is_what_the_model_would_draw():
+  # One member, so that particles differ only by the aleatoric noise.
+  ens = make_ensemble(2, 1, num_members=1, hidden_sizes=(8,), init_min_logvar=-3.0)
+  params = ens.init(jax.random.key(0))
+  model = functools.partial(ens.predict, mode="tsinf")
+  assert model_noise_size(ens.predict) == 2 and model_noise_size(model) == 2
+  assert model_noise_size(functools.partial(model, sample=False)) == 0
+  assert model_noise_size(functools.partial(ens.predict, mode="all")) is None
+  assert model_noise_size(_integrator) is None
+  assert model_noise_size(make_ensemble(2, 1, num_members=2, hidden_sizes=(8,),
+                                        probabilistic=False).predict) == 0
+  reward = lambda o, a, n: n[0]
+  up_front = make_trajectory_evaluator(model, reward_fn=reward, num_particles=4)
+  own = make_trajectory_evaluator(model, reward_fn=reward, num_particles=4, noise_size=None)
+  mean_only = make_trajectory_evaluator(functools.partial(model, sample=False),
+                                        reward_fn=reward, num_particles=4)
+  actions = jax.random.uniform(jax.random.key(1), (3, 5, 1), minval=-1, maxval=1)
+  args = (params, jax.random.key(2), jnp.array([0.1, -0.2]), actions)
+  a, b, c = up_front(*args), own(*args), mean_only(*args)
+  np.testing.assert_allclose(a.mean, b.mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(a.std, b.std, rtol=1e-4, atol=1e-6)
+  assert (np.asarray(a.std) > 1e-3).all()                     # the particles were sampled
+  np.testing.assert_allclose(c.std, 0.0, atol=1e-6)
+  with pytest.raises(ValueError, match="noise_size"):
+    make_trajectory_evaluator(model, noise_size=-1)
+  looped = make_trajectory_evaluator(model, reward_fn=reward, num_particles=4, unroll=1)
+  np.testing.assert_allclose(looped(*args).mean, a.mean, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="unroll"):
+    make_trajectory_evaluator(model, unroll=0)
 
 
 # --- MPC with the true cart-pole dynamics as the model ---------------------------------------
