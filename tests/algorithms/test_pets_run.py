@@ -2,6 +2,7 @@
 checkpoint is refused, NaN stops the run and keeps the last good checkpoint, and seeds sharded
 over 4 (forced CPU) devices equal one device."""
 
+import collections
 import dataclasses
 import os
 import pathlib
@@ -96,6 +97,8 @@ def test_nan_in_the_model_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, 
     return parts._replace(trainer=parts.trainer._replace(fit=bad_fit))
 
   monkeypatch.setattr(pets, "make_parts", poisoned_parts)
+  # Compiled functions are cached by config: keep the poisoned ones out of other tests' way.
+  monkeypatch.setattr(run_lib.loop, "_COMPILED", collections.OrderedDict())
   config = dataclasses.replace(TINY, random_trials=2, trials=3)
   directory = tmp_path / "ckpt"
   with pytest.raises(FloatingPointError) as info:

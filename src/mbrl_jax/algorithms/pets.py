@@ -437,4 +437,4 @@ def train(key: PRNGKey, config: Config, *,
       num_chunks=config.random_trials + config.trials, name="PETS", unit="trial",
       meta=checkpoint_meta(key, config), check_fn=check, progress_fn=progress_fn,
       checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
-      jit=compile_lib.jit)
+      jit=compile_lib.jit, cache_key=("pets", config))

@@ -24,6 +24,7 @@ import pathlib
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -67,7 +68,9 @@ def _storable_template(template: Any) -> dict[str, jax.ShapeDtypeStruct]:
 
 def _from_storable(stored: dict[str, Any], template: Any) -> Any:
   def leaf(path, t):
-    x = stored[_name(path)]
+    # Uncommitted, like a jitted function's outputs, so that the restored state hits the same
+    # compiled step as a fresh one instead of compiling it again.
+    x = jnp.asarray(np.asarray(stored[_name(path)]))
     if _is_key(t):
       # A template from eval_shape holds no key, only its dtype, which knows the impl.
       return jax.random.wrap_key_data(x, impl=t.dtype._impl)  # pylint: disable=protected-access

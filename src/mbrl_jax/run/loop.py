@@ -5,7 +5,8 @@ checkpoint."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import collections
+from typing import Any, Callable, Hashable
 
 import jax
 import numpy as np
@@ -111,6 +112,11 @@ def describe_nonfinite(metrics: dict[str, Any], flags: dict[str, str],
 
 
 
+# Compiled (init, step) pairs of recent train_chunks calls, by (cache_key, batched).
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+_COMPILED_MAX = 8
+
+
 def check_key(key: Any) -> None:
   """Raises ValueError unless `key` is a typed PRNG key or a 1-D batch of them (seeds)."""
   if not (hasattr(key, "dtype") and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)) \
@@ -134,6 +140,7 @@ def train_chunks(
     checkpoint_every: int = 1,
     resume: bool = False,
     jit: Callable[..., Any] = jax.jit,
+    cache_key: Hashable | None = None,
 ) -> tuple[Any, dict[str, np.ndarray]]:
   """An algorithm's `train`: init, then compiled chunks, seeds vmapped, with checkpoints.
 
@@ -150,6 +157,10 @@ def train_chunks(
     checkpoint_dir, checkpoint_every: checkpoints after init and every N chunks.
     resume: continue from the latest checkpoint in `checkpoint_dir` (fresh start if none).
     jit: the compiler (e.g. `mbrl_jax.compile.jit`); the step is jitted with its state donated.
+    cache_key: a hashable that determines `init_fn` and `step_fn` completely (e.g.
+      ("pets", config)). Calls with an equal key reuse the first call's compiled functions,
+      so a second `train` in the same process (a resume, another seed batch, a notebook
+      cell run again) does not compile again. The last few keys are kept.
 
   Returns:
     The final state and the history, {metric: [num_chunks, (S)]}.
@@ -158,10 +169,19 @@ def train_chunks(
   if checkpoint_every < 1:
     raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
   batched = key.ndim == 1
-  if batched:
-    init_fn, step_fn = jax.vmap(init_fn), jax.vmap(step_fn)
+  cached = _COMPILED.get((cache_key, batched)) if cache_key is not None else None
+  if cached is None:
+    if batched:
+      init_fn, step_fn = jax.vmap(init_fn), jax.vmap(step_fn)
+    cached = (jit(init_fn), jit(step_fn, donate_argnums=0))
+    if cache_key is not None:
+      _COMPILED[(cache_key, batched)] = cached
+      while len(_COMPILED) > _COMPILED_MAX:
+        _COMPILED.popitem(last=False)
+  else:
+    _COMPILED.move_to_end((cache_key, batched))
+  init_fn, step = cached
   sharding = key.sharding if batched and len(key.sharding.device_set) > 1 else None
-  step = jit(step_fn, donate_argnums=0)
   checkpointer = None if checkpoint_dir is None else Checkpointer(checkpoint_dir, meta=meta)
 
   if resume and checkpointer is not None and checkpointer.latest_step() is not None:
@@ -171,7 +191,7 @@ def train_chunks(
     history = History.from_json(extra["history"])
     start = checkpointer.latest_step()
   else:
-    state, done = jit(init_fn)(key)
+    state, done = init_fn(key)
     done = {k: to_host(v) for k, v in done.items()}                # [(S,) D]
     if batched:
       done = {k: np.moveaxis(v, 0, -1) for k, v in done.items()}  # [D, S]

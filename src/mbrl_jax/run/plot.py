@@ -20,12 +20,18 @@ import tyro  # noqa: E402
 from mbrl_jax.run.metrics import read_jsonl  # noqa: E402
 
 
+# The column that numbers a run's compiled chunks, by algorithm.
+INDEX_COLUMNS = ("trial", "epoch", "chunk")
+
+
 def curves(rows: list[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """Per trial: x (mean over seeds), and the mean, min and max of y over seeds."""
+  """Per chunk (the rows' "trial", "epoch" or "chunk" column): x (mean over seeds), and the
+  mean, min and max of y over seeds."""
   by_trial = collections.defaultdict(list)
+  group = next((k for k in INDEX_COLUMNS if rows and k in rows[0]), "trial")
   for row in rows:
     if row.get(y) is not None:
-      by_trial[row["trial"]].append(row)
+      by_trial[row[group]].append(row)
   trials = sorted(by_trial)
   xs = np.array([np.mean([r[x] for r in by_trial[t]]) for t in trials], float)
   ys = [np.array([r[y] for r in by_trial[t]], float) for t in trials]
