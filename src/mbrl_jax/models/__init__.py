@@ -1,4 +1,5 @@
-"""Dynamics models: MLP ensembles, normalisers, and their fitting."""
+"""Dynamics models: MLP ensembles, normalisers, and their fitting; the Dreamer world model
+(`rssm`) and the DreamerV3 transforms (`transforms`)."""
 
 from mbrl_jax.models.ensemble import (
     ACTIVATIONS,
@@ -12,6 +13,7 @@ from mbrl_jax.models.ensemble import (
     check_mode,
     make_ensemble,
 )
+from mbrl_jax.models import rssm, transforms  # noqa: F401
 from mbrl_jax.models.normalizer import Normalizer
 from mbrl_jax.models.training import FitConfig, FitMetrics, FitState, Trainer, check_fit, make_trainer
 
