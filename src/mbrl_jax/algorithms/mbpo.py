@@ -1,0 +1,637 @@
+"""MBPO: model-based policy optimization (Janner et al. 2019, "When to Trust Your Model"), one
+compiled call per epoch.
+
+An epoch is `epoch_length` (E) env steps, in blocks of `model_train_every` (F) steps. Each
+block starts by refitting the ensemble (7 members, 5 elites, predicting the change in
+observation and the reward) on every real transition, then starts M * F branched rollouts
+from real observations: actions from the current SAC policy, a random elite per row and step
+(`predict(mode="ts1")`), each rollout stopped by the env's known termination function and
+after k steps, k following the schedule [min_epoch, max_epoch, min_len, max_len]. The
+rollouts go into a fixed-capacity model buffer. Then F env steps, each followed by G SAC
+updates on batches that mix `real_ratio` real transitions with model transitions. After the
+E steps the policy is evaluated (deterministic actions, `eval_episodes` episodes).
+
+Shapes never change: k is a traced number and rollouts always run `max_len` steps with the
+steps past k masked out, so the schedule never recompiles; the model buffer is sized for
+`max_len` and SAC samples only from its newest `retain_epochs * E * M * k` slots, the amount
+mbrl-lib's buffer (re-sized each epoch) would hold. The whole epoch is a `lax.scan` of blocks,
+with no `lax.cond` on the step count, so seeds vmap without running the fit every step.
+
+Example:
+  >>> config = PRESETS["inverted_pendulum"]
+  >>> state, history = train(jax.random.key(0), config)                  # one seed
+  >>> keys = jnp.stack([jax.random.key(s) for s in range(3)])
+  >>> state, history = train(keys, config)                                # three, vmapped
+  >>> history["return"]                                                    # [epochs, 3]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from brax.envs.base import Env
+from brax.envs.base import State as EnvState
+
+from mbrl_jax import compile as compile_lib
+from mbrl_jax import data as buffer_lib
+from mbrl_jax import envs
+from mbrl_jax import models
+from mbrl_jax import run as run_lib
+from mbrl_jax.policies import sac as sac_lib
+from mbrl_jax.types import PRNGKey, Transition
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The dynamics ensemble (MBPO: 7 members of 4 x 200 swish, 5 elites, rewards learned).
+
+  Attributes:
+    num_members: ensemble members.
+    num_elites: members used by the rollouts.
+    hidden_sizes: hidden layer widths of each member.
+    activation: hidden activation (see `mbrl_jax.models.ACTIVATIONS`).
+    learn_logvar_bounds: learn the soft log-variance bounds.
+  """
+
+  num_members: int = 7
+  num_elites: int = 5
+  hidden_sizes: tuple[int, ...] = (200, 200, 200, 200)
+  activation: str = "silu"
+  learn_logvar_bounds: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+  """Branched model rollouts.
+
+  Attributes:
+    schedule: (min_epoch, max_epoch, min_len, max_len): the rollout length is min_len up to
+      epoch min_epoch, rises linearly to max_len at max_epoch, then stays (epochs count from
+      1 here, as in mbrl-lib; lengths are truncated to integers).
+    rollouts_per_step: M; each refit starts M * model_train_every rollouts.
+    retain_epochs: epochs of model rollouts SAC samples from.
+  """
+
+  schedule: tuple[int, int, int, int] = (20, 100, 1, 15)
+  rollouts_per_step: int = 400
+  retain_epochs: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SACConfig:
+  """The SAC learner (see `mbrl_jax.policies.sac.make_sac`) and its batch size.
+
+  Attributes:
+    hidden_sizes: actor and critic widths.
+    actor_lr, critic_lr, alpha_lr: Adam step sizes.
+    gamma: discount.
+    tau: Polyak rate of the target critics.
+    init_alpha: initial entropy temperature.
+    target_entropy: None for -|A|.
+    learn_alpha: tune alpha or keep it fixed.
+    batch_size: transitions per SAC update.
+  """
+
+  hidden_sizes: tuple[int, ...] = (256, 256)
+  actor_lr: float = 3e-4
+  critic_lr: float = 3e-4
+  alpha_lr: float = 3e-4
+  gamma: float = 0.99
+  tau: float = 0.005
+  init_alpha: float = 1.0
+  target_entropy: float | None = None
+  learn_alpha: bool = True
+  batch_size: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """An MBPO run.
+
+  Attributes:
+    env: environment name; needs a termination function (`mbrl_jax.envs.task_fn_names`).
+    env_steps: env-step budget, initial exploration included; the run does
+      (env_steps - init_exploration_steps) // epoch_length epochs.
+    epoch_length: E, env steps per epoch (one compiled call, then an evaluation).
+    init_exploration_steps: env steps with uniformly random actions before the first epoch.
+    model_train_every: F, env steps between model refits (and rollout batches); divides E.
+    updates_per_step: G, SAC updates after every env step.
+    real_ratio: fraction of each SAC batch drawn from real transitions.
+    episode_length: time limit of training and evaluation episodes (None: the env's default).
+    eval_episodes: deterministic evaluation episodes after each epoch.
+    model: the dynamics ensemble.
+    fit: how the ensemble is refitted (on all real data, each time).
+    rollout: branched rollouts.
+    sac: the SAC learner.
+  """
+
+  env: str = "hopper"
+  env_steps: int = 30_000
+  epoch_length: int = 1000
+  init_exploration_steps: int = 5000
+  model_train_every: int = 250
+  updates_per_step: int = 20
+  real_ratio: float = 0.05
+  episode_length: int | None = None
+  eval_episodes: int = 5
+  model: ModelConfig = ModelConfig()
+  fit: models.FitConfig = models.FitConfig(
+      learning_rate=1e-3, weight_decay=5e-5, batch_size=256, max_epochs=25, holdout_ratio=0.2,
+      patience=5)
+  rollout: RolloutConfig = RolloutConfig()
+  sac: SACConfig = SACConfig()
+
+  @property
+  def epochs(self) -> int:
+    return (self.env_steps - self.init_exploration_steps) // self.epoch_length
+
+  @property
+  def real_capacity(self) -> int:
+    return self.init_exploration_steps + self.epochs * self.epoch_length
+
+  @property
+  def rollout_batch(self) -> int:
+    """Rollouts started at each refit, M * F."""
+    return self.rollout.rollouts_per_step * self.model_train_every
+
+  @property
+  def model_capacity(self) -> int:
+    """Model-buffer slots: every rollout step of `retain_epochs` epochs at max_len."""
+    refits = self.epoch_length // self.model_train_every
+    return self.rollout_batch * self.rollout.schedule[3] * refits * self.rollout.retain_epochs
+
+  @property
+  def real_batch(self) -> int:
+    """Real transitions in each SAC batch (the rest come from the model buffer)."""
+    return int(round(self.real_ratio * self.sac.batch_size))
+
+
+PRESETS: dict[str, Config] = {
+    # MBPO's InvertedPendulum settings (E = 250, k = 1, M = 400, G = 20, target entropy -0.05),
+    # with a shorter model fit (at most 20 epochs).
+    "inverted_pendulum": Config(
+        env="inverted_pendulum", env_steps=10_000, epoch_length=250, init_exploration_steps=250,
+        model_train_every=250, updates_per_step=20, real_ratio=0.05,
+        fit=models.FitConfig(learning_rate=1e-3, weight_decay=5e-5, batch_size=256,
+                             max_epochs=20, holdout_ratio=0.2, patience=5),
+        rollout=RolloutConfig(schedule=(1, 15, 1, 1), rollouts_per_step=400, retain_epochs=1),
+        sac=SACConfig(target_entropy=-0.05)),
+    # MBPO's Hopper: k from 1 to 15 over epochs 20..100, G = 20, target entropy -1.
+    "hopper": Config(
+        env="hopper", env_steps=125_000, epoch_length=1000, init_exploration_steps=5000,
+        model_train_every=250, updates_per_step=20, real_ratio=0.05,
+        rollout=RolloutConfig(schedule=(20, 100, 1, 15), rollouts_per_step=400, retain_epochs=1),
+        sac=SACConfig(target_entropy=-1.0)),
+    # MBPO's Walker2d: k = 1, G = 20, target entropy -3.
+    "walker2d": Config(
+        env="walker2d", env_steps=300_000, epoch_length=1000, init_exploration_steps=5000,
+        model_train_every=250, updates_per_step=20, real_ratio=0.05,
+        rollout=RolloutConfig(schedule=(20, 150, 1, 1), rollouts_per_step=400, retain_epochs=1),
+        sac=SACConfig(target_entropy=-3.0)),
+    # MBPO's HalfCheetah: k = 1, G = 40, target entropy -3.
+    "halfcheetah": Config(
+        env="halfcheetah", env_steps=400_000, epoch_length=1000, init_exploration_steps=5000,
+        model_train_every=250, updates_per_step=40, real_ratio=0.05,
+        rollout=RolloutConfig(schedule=(20, 150, 1, 1), rollouts_per_step=400, retain_epochs=1),
+        sac=SACConfig(target_entropy=-3.0)),
+}
+"""The MBPO paper's settings per env (Janner et al. 2019, appendix C; mbrl-lib's mbpo configs).
+
+What Brax forces: its hopper/walker2d/halfcheetah observations here include the root x
+position (`mbrl_jax.envs.make` sets exclude_current_positions_from_observation=False so the
+reward is a function of the observations) and hopper's velocities are unclipped; episodes are
+1000 steps of Brax's generalized pipeline, whose dynamics constants differ from MuJoCo's, so
+returns are not comparable number for number with the paper's gym results."""
+
+
+def validate(config: Config, *, use_model: bool = True) -> None:
+  """Raises ValueError naming the first invalid field; runs before anything compiles."""
+  def bad(field, why):
+    raise ValueError(f"MBPO config: {field} {why}")
+
+  if config.env not in envs.registered_names():
+    bad("env", f"{config.env!r} is unknown; valid names: {', '.join(envs.registered_names())}")
+  if use_model and config.env not in envs.task_fn_names():
+    bad("env", f"{config.env!r} has no termination function; MBPO needs one of "
+        f"{', '.join(envs.task_fn_names())}")
+  for name in ("env_steps", "epoch_length", "model_train_every", "updates_per_step",
+               "eval_episodes"):
+    value = getattr(config, name)
+    if not isinstance(value, int) or value < 1:
+      bad(name, f"must be a positive int, got {value!r}")
+  if not isinstance(config.init_exploration_steps, int) or config.init_exploration_steps < 0:
+    bad("init_exploration_steps", f"must be an int >= 0, got {config.init_exploration_steps!r}")
+  if use_model and config.init_exploration_steps < 1:
+    bad("init_exploration_steps", "must be >= 1: the first model fit needs real data")
+  if config.epochs < 1:
+    bad("env_steps", f"({config.env_steps}) leaves no epoch after init_exploration_steps="
+        f"{config.init_exploration_steps} with epoch_length={config.epoch_length}")
+  if config.epoch_length % config.model_train_every:
+    bad("model_train_every", f"({config.model_train_every}) must divide epoch_length "
+        f"({config.epoch_length})")
+  if config.episode_length is not None and config.episode_length < 1:
+    bad("episode_length", f"must be None or >= 1, got {config.episode_length!r}")
+  if use_model and not 0.0 <= config.real_ratio <= 1.0:
+    bad("real_ratio", f"must be in [0, 1], got {config.real_ratio!r}")
+  s = config.sac
+  if not isinstance(s.batch_size, int) or s.batch_size < 1:
+    bad("sac.batch_size", f"must be a positive int, got {s.batch_size!r}")
+  try:
+    _make_sac(config, obs_size=1, action_size=1)
+  except ValueError as e:
+    bad("sac", str(e).replace("make_sac: ", ""))
+  if not use_model:
+    return
+  m, r = config.model, config.rollout
+  if m.num_members < 1:
+    bad("model.num_members", f"must be >= 1, got {m.num_members}")
+  if not 1 <= m.num_elites <= m.num_members:
+    bad("model.num_elites", f"must be in [1, num_members={m.num_members}], got {m.num_elites}")
+  if not m.hidden_sizes or any(h < 1 for h in m.hidden_sizes):
+    bad("model.hidden_sizes", f"must be positive widths, got {m.hidden_sizes}")
+  if m.activation not in models.ACTIVATIONS:
+    bad("model.activation", f"{m.activation!r} is unknown; valid: {sorted(models.ACTIVATIONS)}")
+  if len(r.schedule) != 4:
+    bad("rollout.schedule", f"must be (min_epoch, max_epoch, min_len, max_len), got {r.schedule}")
+  min_epoch, max_epoch, min_len, max_len = r.schedule
+  if not 1 <= min_len <= max_len:
+    bad("rollout.schedule", f"lengths must satisfy 1 <= min_len <= max_len, got {r.schedule}")
+  if max_epoch < min_epoch:
+    bad("rollout.schedule", f"max_epoch must be >= min_epoch, got {r.schedule}")
+  if r.rollouts_per_step < 1:
+    bad("rollout.rollouts_per_step", f"must be >= 1, got {r.rollouts_per_step}")
+  if r.retain_epochs < 1:
+    bad("rollout.retain_epochs", f"must be >= 1, got {r.retain_epochs}")
+  if m.num_elites > config.rollout_batch:
+    bad("rollout.rollouts_per_step", "gives fewer rollouts than elites")
+
+
+def rollout_length(schedule: tuple[int, int, int, int], epoch: jax.Array | int) -> jax.Array:
+  """k for the 0-based `epoch`: mbrl-lib's truncated_linear(*schedule, epoch + 1).
+
+  Returns:
+    int32 [] (traced when `epoch` is).
+  """
+  min_epoch, max_epoch, min_len, max_len = schedule
+  x = jnp.asarray(epoch, jnp.float32) + 1.0
+  frac = jnp.clip((x - min_epoch) / max(max_epoch - min_epoch, 1e-9), 0.0, 1.0)
+  y = jnp.where(x <= min_epoch, float(min_len), min_len + frac * (max_len - min_len))
+  return jnp.floor(y + 1e-6).astype(jnp.int32)
+
+
+def branched_rollout(
+    predict: Callable[[PRNGKey, jax.Array, jax.Array], models.ModelStep],
+    policy: Callable[[PRNGKey, jax.Array], jax.Array],
+    termination_fn: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+    key: PRNGKey,
+    start_obs: jax.Array,
+    length: jax.Array | int,
+    max_length: int,
+) -> tuple[Transition, jax.Array]:
+  """Model rollouts of `length` <= `max_length` steps from the rows of `start_obs`.
+
+  A rollout stops after the step on which `termination_fn` fires (that transition is kept,
+  with terminated = 1) or after `length` steps, whichever comes first; later steps are still
+  computed (fixed shapes) but marked invalid.
+
+  Args:
+    predict: `predict(key, obs [N, O], action [N, A]) -> ModelStep` with a reward.
+    policy: `policy(key, obs [N, O]) -> action [N, A]`.
+    termination_fn: `(obs, action, next_obs) -> [N]` float 1.0 / 0.0.
+    key: PRNG key.
+    start_obs: [N, O] real observations to branch from.
+    length: k, steps to keep (traced is fine).
+    max_length: static number of steps computed.
+
+  Returns:
+    (transitions [max_length, N, ...], valid [max_length, N] bool).
+  """
+  n = start_obs.shape[0]
+
+  def step(carry, xs):
+    obs, alive = carry
+    t, k = xs
+    k_act, k_model = jax.random.split(k)
+    action = policy(k_act, obs)
+    out = predict(k_model, obs, action)
+    done = termination_fn(obs, action, out.next_obs).astype(jnp.float32)
+    valid = alive & (t < length)
+    tr = Transition(obs=obs, action=action, reward=out.reward.astype(jnp.float32),
+                    next_obs=out.next_obs, terminated=done, truncated=jnp.zeros((n,)))
+    return (out.next_obs, valid & (done < 0.5)), (tr, valid)
+
+  init = (start_obs.astype(jnp.float32), jnp.ones((n,), bool))
+  _, (transitions, valid) = jax.lax.scan(
+      step, init, (jnp.arange(max_length), jax.random.split(key, max_length)))
+  return transitions, valid
+
+
+def add_masked(buffer: buffer_lib.BufferState, rows: Transition,
+               valid: jax.Array) -> buffer_lib.BufferState:
+  """Appends the rows [R, ...] whose `valid` [R] is True, in order, to a ring buffer (the
+  same layout as `mbrl_jax.data.add`; at most the buffer's capacity rows may be valid)."""
+  c = buffer_lib.capacity(buffer)
+  valid = valid.astype(bool)
+  offset = jnp.cumsum(valid.astype(jnp.int32)) - 1
+  count = valid.sum().astype(jnp.int32)
+  idx = jnp.where(valid, (buffer.insert_pos + offset) % c, c)        # c: dropped
+  data = jax.tree.map(lambda b, x: b.at[idx].set(x.astype(b.dtype), mode="drop"),
+                      buffer.data, rows)
+  return buffer_lib.BufferState(
+      data=data, insert_pos=((buffer.insert_pos + count) % c).astype(jnp.int32),
+      size=jnp.minimum(buffer.size + count, c).astype(jnp.int32),
+      total_added=(buffer.total_added + count).astype(jnp.int32))
+
+
+def sample_newest(buffer: buffer_lib.BufferState, key: PRNGKey, batch_size: int,
+                  window: jax.Array) -> Transition:
+  """Uniform sample (with replacement) from the newest min(window, size) transitions."""
+  c = buffer_lib.capacity(buffer)
+  n = jnp.maximum(jnp.minimum(window, buffer.size), 1)
+  back = jax.random.randint(key, (batch_size,), 0, n)
+  idx = (buffer.insert_pos - 1 - back) % c
+  return jax.tree.map(lambda x: x[idx], buffer.data)
+
+
+class State(NamedTuple):
+  """What an MBPO run carries from epoch to epoch (one seed; vmapped runs add a seed axis).
+
+  Attributes:
+    env_state: the training env, mid-episode.
+    real: every real transition.
+    model_buffer: model rollouts (None without a model).
+    fit_state: ensemble parameters and optimizer state (None without a model).
+    sac: the SAC learner.
+    key: the run's random key.
+    epoch: epochs completed.                                     # [] int32
+    env_steps: env steps taken, exploration included.             # [] int32
+    episode_return: return so far of the current training episode. # []
+  """
+
+  env_state: EnvState
+  real: buffer_lib.BufferState
+  model_buffer: buffer_lib.BufferState | None
+  fit_state: models.FitState | None
+  sac: sac_lib.SACState
+  key: PRNGKey
+  epoch: jax.Array
+  env_steps: jax.Array
+  episode_return: jax.Array
+
+
+class Parts(NamedTuple):
+  """The pieces a run is built from (the model ones are None without a model)."""
+
+  env: Env
+  sac: sac_lib.SAC
+  ensemble: models.Ensemble | None
+  trainer: models.Trainer | None
+  termination_fn: Callable | None
+
+
+def _make_sac(config: Config, obs_size: int, action_size: int) -> sac_lib.SAC:
+  s = config.sac
+  return sac_lib.make_sac(
+      obs_size, action_size, hidden_sizes=s.hidden_sizes, actor_lr=s.actor_lr,
+      critic_lr=s.critic_lr, alpha_lr=s.alpha_lr, gamma=s.gamma, tau=s.tau,
+      init_alpha=s.init_alpha, target_entropy=s.target_entropy, learn_alpha=s.learn_alpha)
+
+
+def make_parts(config: Config, *, use_model: bool = True) -> Parts:
+  validate(config, use_model=use_model)
+  env = envs.make(config.env, **({} if config.episode_length is None
+                                  else dict(episode_length=config.episode_length)))
+  sac = _make_sac(config, env.observation_size, env.action_size)
+  if not use_model:
+    return Parts(env=env, sac=sac, ensemble=None, trainer=None, termination_fn=None)
+  m = config.model
+  ens = models.make_ensemble(
+      env.observation_size, env.action_size, num_members=m.num_members,
+      num_elites=m.num_elites, hidden_sizes=m.hidden_sizes, activation=m.activation,
+      probabilistic=True, predict_reward=True, learn_logvar_bounds=m.learn_logvar_bounds)
+  return Parts(env=env, sac=sac, ensemble=ens, trainer=models.make_trainer(ens, config.fit),
+               termination_fn=envs.get_task_fns(config.env).termination_fn)
+
+
+def _example(env: Env) -> Transition:
+  return Transition(
+      obs=jnp.zeros((env.observation_size,)), action=jnp.zeros((env.action_size,)),
+      reward=jnp.zeros(()), next_obs=jnp.zeros((env.observation_size,)),
+      terminated=jnp.zeros(()), truncated=jnp.zeros(()))
+
+
+def _init(parts: Parts, config: Config, key: PRNGKey) -> State:
+  env = parts.env
+  key, reset_key, explore_key, sac_key, model_key = jax.random.split(key, 5)
+  real = buffer_lib.init(config.real_capacity, _example(env))
+  env_state = env.reset(reset_key)
+  env_state = env_state.replace(reward=jnp.zeros(()), done=jnp.zeros(()))
+  episode_return = jnp.zeros(())
+  n = config.init_exploration_steps
+  if n:
+    tr, env_state = envs.rollout(env, envs.random_policy(env.action_size), explore_key, n,
+                                 init_state=env_state)
+    real = buffer_lib.add(real, tr)
+    # Return of the episode still running: rewards after the last episode end.
+    ended = (tr.terminated + tr.truncated) > 0
+    last_end = jnp.max(jnp.where(ended, jnp.arange(n), -1))
+    episode_return = jnp.sum(jnp.where(jnp.arange(n) > last_end, tr.reward, 0.0))
+  model_buffer = fit_state = None
+  if parts.ensemble is not None:
+    model_buffer = buffer_lib.init(config.model_capacity, _example(env))
+    fit_state = parts.trainer.init(parts.ensemble.init(model_key))
+  return State(env_state=env_state, real=real, model_buffer=model_buffer, fit_state=fit_state,
+               sac=parts.sac.init(sac_key), key=key, epoch=jnp.zeros((), jnp.int32),
+               env_steps=jnp.asarray(n, jnp.int32), episode_return=episode_return)
+
+
+def init(key: PRNGKey, config: Config, *, use_model: bool = True) -> State:
+  """Fresh learner, model and buffers, after `init_exploration_steps` random env steps."""
+  return _init(make_parts(config, use_model=use_model), config, key)
+
+
+def evaluate(parts: Parts, config: Config, sac_params: sac_lib.SACParams,
+             key: PRNGKey) -> jax.Array:
+  """Returns of `eval_episodes` episodes with the deterministic policy, [eval_episodes]."""
+  env = parts.env
+  length = config.episode_length or envs.default_episode_length(config.env)
+  policy = lambda k, obs: parts.sac.act(sac_params, obs, k, deterministic=True)
+
+  def episode(k):
+    tr, _ = envs.rollout(env, policy, k, length, auto_reset=False)
+    ended = (tr.terminated + tr.truncated) > 0
+    alive = jnp.concatenate([jnp.ones((1,), bool), jnp.cumsum(ended)[:-1] == 0])
+    return jnp.sum(jnp.where(alive, tr.reward, 0.0))
+
+  return jax.vmap(episode)(jax.random.split(key, config.eval_episodes))
+
+
+def make_step(config: Config, parts: Parts | None = None, *,
+              use_model: bool = True) -> Callable[[State], tuple[State, dict]]:
+  """Returns `step(state) -> (state, metrics)`: one epoch (E env steps with their refits,
+  rollouts and SAC updates, then an evaluation). Pure and unjitted; jit it (donating the
+  state) or vmap it over seeds. Without a model (`use_model=False`) it is plain SAC on the
+  same loop: every batch comes from the real buffer."""
+  parts = parts or make_parts(config, use_model=use_model)
+  use_model = parts.ensemble is not None
+  env, sac = parts.env, parts.sac
+  B = config.sac.batch_size
+  n_real = B if not use_model else config.real_batch
+  n_model = B - n_real
+  max_len = config.rollout.schedule[3] if use_model else 0
+  refits = config.epoch_length // config.model_train_every
+
+  def sac_batch(state: State, key: PRNGKey, window: jax.Array) -> Transition:
+    k_real, k_model = jax.random.split(key)
+    real = buffer_lib.sample(state.real, k_real, n_real)
+    if n_model == 0:
+      return real
+    fake = sample_newest(state.model_buffer, k_model, n_model, window)
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b.astype(a.dtype)]), real, fake)
+
+  def env_step(carry, _):
+    state, window, stats = carry
+    key, k_act, k_upd = jax.random.split(state.key, 3)
+    policy = lambda k, obs: sac.act(state.sac.params, obs, k)
+    tr, env_state = envs.rollout(env, policy, k_act, 1, init_state=state.env_state)
+    real = buffer_lib.add(state.real, tr)
+    ret = state.episode_return + tr.reward[0]
+    ended = (tr.terminated[0] + tr.truncated[0]) > 0
+    stats = dict(ep_sum=stats["ep_sum"] + jnp.where(ended, ret, 0.0),
+                 ep_count=stats["ep_count"] + ended.astype(jnp.int32))
+    state = state._replace(env_state=env_state, real=real, key=key,
+                           env_steps=state.env_steps + 1,
+                           episode_return=jnp.where(ended, 0.0, ret))
+
+    def update(sac_state, k):
+      k_batch, k_sac = jax.random.split(k)
+      return sac.update(sac_state, sac_batch(state, k_batch, window), k_sac)
+
+    sac_state, aux = jax.lax.scan(update, state.sac,
+                                  jax.random.split(k_upd, config.updates_per_step))
+    return (state._replace(sac=sac_state), window, stats), jax.tree.map(jnp.mean, aux)
+
+  def block(carry, _):
+    """Refit and roll out (with a model), then F env steps."""
+    state, stats = carry
+    k = rollout_length(config.rollout.schedule, state.epoch) if use_model else 0
+    window = jnp.asarray(0, jnp.int32)
+    model_metrics = {}
+    if use_model:
+      key, fit_key, start_key, roll_key = jax.random.split(state.key, 4)
+      fit_state, fit_metrics = parts.trainer.fit(
+          fit_key, state.fit_state, state.real.data, buffer_lib.valid_mask(state.real))
+      params = fit_state.params
+      start = buffer_lib.sample(state.real, start_key, config.rollout_batch).obs
+      predict = lambda kk, obs, a: parts.ensemble.predict(params, kk, obs, a, mode="ts1")
+      policy = lambda kk, obs: sac.act(state.sac.params, obs, kk)
+      rolls, valid = branched_rollout(predict, policy, parts.termination_fn, roll_key, start,
+                                      k, max_len)
+      flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), rolls)
+      model_buffer = add_masked(state.model_buffer, flat, valid.reshape(-1))
+      window = (config.rollout.retain_epochs * refits * config.rollout_batch * k).astype(
+          jnp.int32)
+      state = state._replace(fit_state=fit_state, model_buffer=model_buffer, key=key)
+      last = jnp.maximum(fit_metrics.epochs, 1) - 1
+      model_metrics = dict(
+          model_holdout_mse=jnp.mean(fit_metrics.best_holdout_mse),
+          model_train_loss=jnp.nanmean(fit_metrics.train_loss[last]),
+          model_epochs=fit_metrics.epochs,
+          model_nonfinite=fit_metrics.nonfinite_data | fit_metrics.nonfinite_loss,
+          rollout_transitions=valid.sum(),
+          rollout_mean_length=valid.sum() / config.rollout_batch,
+          model_reward=jnp.sum(jnp.where(valid, rolls.reward, 0.0)) / jnp.maximum(valid.sum(), 1))
+    (state, _, stats), sac_metrics = jax.lax.scan(
+        env_step, (state, window, stats), None, length=config.model_train_every)
+    return (state, stats), dict(**model_metrics, **jax.tree.map(jnp.mean, sac_metrics))
+
+  def step(state: State) -> tuple[State, dict]:
+    stats = dict(ep_sum=jnp.zeros(()), ep_count=jnp.zeros((), jnp.int32))
+    (state, stats), metrics = jax.lax.scan(block, (state, stats), None, length=refits)
+    key, eval_key = jax.random.split(state.key)
+    returns = evaluate(parts, config, state.sac.params, eval_key)
+    out = {name: (jnp.any(v) if name == "model_nonfinite" else jnp.mean(v))
+           for name, v in metrics.items()}
+    if use_model:
+      out["rollout_length"] = rollout_length(config.rollout.schedule, state.epoch)
+      out["model_buffer_size"] = state.model_buffer.size
+    out.update(
+        {"return": returns.mean(), "return_min": returns.min(), "return_max": returns.max(),
+         "env_steps": state.env_steps,
+         "train_return": stats["ep_sum"] / jnp.maximum(stats["ep_count"], 1),
+         "train_episodes": stats["ep_count"]})
+    out["train_return"] = jnp.where(stats["ep_count"] > 0, out["train_return"], jnp.nan)
+    return state._replace(key=key, epoch=state.epoch + 1), out
+
+  return step
+
+
+def checkpoint_meta(key: PRNGKey, config: Config, *, use_model: bool = True) -> dict:
+  """What a checkpoint must share with a run to be resumed by it: the config and the keys."""
+  return {"algorithm": "mbpo" if use_model else "sac", "config": dataclasses.asdict(config),
+          "keys": np.asarray(jax.random.key_data(key)).tolist()}
+
+
+def train(key: PRNGKey, config: Config, *,
+          progress_fn: Callable[[int, dict], Any] | None = None,
+          use_model: bool = True,
+          checkpoint_dir: str | None = None,
+          checkpoint_every: int = 1,
+          resume: bool = False,
+          ) -> tuple[State, dict[str, np.ndarray]]:
+  """Runs MBPO: random exploration, then `config.epochs` epochs, each one compiled call.
+
+  Args:
+    key: one key for one run, or a batch of keys [S] for S seeds vmapped through the same
+      compiled calls (e.g. `jnp.stack([jax.random.key(s) for s in seeds])`; sharded over
+      devices when placed with `mbrl_jax.run.shard_seeds`).
+    config: the run's configuration (validated before anything compiles).
+    progress_fn: called after every epoch as `progress_fn(epoch, metrics)`, with metrics as
+      NumPy arrays (a seed axis first when `key` is a batch).
+    use_model: False runs model-free SAC on the same loop (what `mbrl_jax.algorithms.sac`
+      does); the model, rollout and real_ratio settings are then ignored.
+    checkpoint_dir: where to checkpoint the whole state (real and model buffers, ensemble,
+      SAC and optimizer states, env state, keys, counters) after the random exploration and
+      every `checkpoint_every` epochs.
+    checkpoint_every: epochs between checkpoints (the last epoch is always checkpointed).
+    resume: continue from the latest checkpoint in `checkpoint_dir` (same config and keys);
+      the result equals an uninterrupted run's.
+
+  Returns:
+    The final state and a history dict of NumPy arrays [epochs, (S)]: "return" (mean
+    deterministic evaluation return), "env_steps", and the model/SAC metrics.
+
+  Raises:
+    FloatingPointError: NaN or Inf in a model fit, the model or SAC parameters or SAC's
+      losses; the message names the epoch, the seed and the component, and the last good
+      checkpoint is kept.
+  """
+  run_lib.check_key(key)
+  validate(config, use_model=use_model)
+  parts = make_parts(config, use_model=use_model)
+  step = make_step(config, parts, use_model=use_model)
+
+  def step_fn(state):
+    state, metrics = step(state)
+    metrics["sac_nonfinite"] = run_lib.nonfinite_leaves(state.sac.params) | ~jnp.isfinite(
+        metrics["critic_loss"] + metrics["actor_loss"])
+    if use_model:
+      metrics["params_nonfinite"] = run_lib.nonfinite_leaves(state.fit_state.params)
+    return state, metrics
+
+  flags = {"sac_nonfinite": "the SAC parameters or losses"}
+  if use_model:
+    flags = {"model_nonfinite": "a model fit's data or loss",
+             "params_nonfinite": "the model parameters", **flags}
+  return run_lib.train_chunks(
+      key, init_fn=lambda k: (_init(parts, config, k), {}), step_fn=step_fn,
+      num_chunks=config.epochs, name="MBPO" if use_model else "SAC", unit="epoch",
+      meta=checkpoint_meta(key, config, use_model=use_model),
+      check_fn=lambda m: run_lib.describe_nonfinite(m, flags), progress_fn=progress_fn,
+      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
+      jit=compile_lib.jit, cache_key=("mbpo", config, use_model))
