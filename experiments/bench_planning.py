@@ -84,10 +84,10 @@ class PlanConfig:
   alpha: float = 0.1
 
 
-# The main rows are compiled as PETS compiles its trials (`mbrl_jax.compile.jit`: on CPU, Eigen
-# dots instead of YNNPACK and 512-bit vectors). The variants compare per-jit XLA:CPU options:
+# The main rows are compiled as PETS compiles its trials (`mbrl_jax.compile.jit` with the
+# config's rows per member: on CPU, Eigen dots instead of YNNPACK and 512-bit vectors for large
+# products, XLA's defaults for small ones). The variants compare per-jit XLA:CPU options:
 # "xla-default" is plain `jax.jit`; "eigen" only turns off the YNNPACK dot fusions.
-LIBRARY_OPTIONS = compile_lib.compiler_options()
 XLA_VARIANTS = {
     "xla-default": {},
     "eigen": {"xla_cpu_experimental_ynn_fusion_type": ""},
@@ -159,10 +159,10 @@ class Subject:
 
 def plan_subject(name: str, optimizer: str, cfg: PlanConfig, seeds: int | None,
                  compiler_options: dict | None = None) -> Subject:
-  if compiler_options is None:
-    compiler_options = LIBRARY_OPTIONS
   """A jitted MPC `act` (one plan per seed) at `cfg`; vmapped over `seeds` if not None."""
   config = _pets_config(optimizer, cfg)
+  if compiler_options is None:
+    compiler_options = compile_lib.compiler_options(pets.planner_rows_per_member(config))
   parts = pets.make_parts(config)
   ens = parts.ensemble
   evaluate = make_trajectory_evaluator(

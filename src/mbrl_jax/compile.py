@@ -9,9 +9,12 @@ other backends get none):
 - ``xla_cpu_prefer_vector_width=512``: let loop fusions (bias + activation, sampling) use
   512-bit vectors where the CPU has them.
 
-Measured by experiments/bench_planning.py (the ``/eigen+vw512`` rows) on a 2-core AVX-512
-CPU: a PETS notebook-config plan 1.15x faster, the small config 1.4x. Set
-``MBRL_JAX_XLA_DEFAULTS=1`` to compile with XLA's defaults instead.
+Both pay off for large products only. Given `dot_rows`, the rows each ensemble member's
+products see (a planner's population x particles / members), `jit` keeps XLA's defaults below
+`SMALL_DOT_ROWS`: measured by experiments/bench_planning.py (the ``xla-default`` and ``eigen``
+rows) on a 2-core AVX-512 CPU, the notebook-config plan (1,400 rows per member) is 1.15-1.2x
+faster with these options, and the small config (100 rows per member) 1.1-1.2x faster without
+them. Set ``MBRL_JAX_XLA_DEFAULTS=1`` to compile everything with XLA's defaults.
 """
 
 from __future__ import annotations
@@ -27,13 +30,21 @@ CPU_OPTIONS: dict[str, Any] = {
 }
 
 
-def compiler_options() -> dict[str, Any]:
-  """The options `jit` adds: CPU_OPTIONS on the CPU backend, else none."""
+# Below this many rows per member product, XLA's default dots (YNNPACK) were faster here.
+SMALL_DOT_ROWS = 512
+
+
+def compiler_options(dot_rows: int | None = None) -> dict[str, Any]:
+  """The options `jit` adds: CPU_OPTIONS on the CPU backend (unless `dot_rows` says the
+  products are small, see the module docstring), else none."""
   if os.environ.get("MBRL_JAX_XLA_DEFAULTS") == "1" or jax.default_backend() != "cpu":
+    return {}
+  if dot_rows is not None and dot_rows < SMALL_DOT_ROWS:
     return {}
   return dict(CPU_OPTIONS)
 
 
-def jit(fn: Callable[..., Any], **kwargs: Any) -> Callable[..., Any]:
-  """`jax.jit(fn, **kwargs)` with `compiler_options()`."""
-  return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
+def jit(fn: Callable[..., Any], *, dot_rows: int | None = None, **kwargs: Any
+        ) -> Callable[..., Any]:
+  """`jax.jit(fn, **kwargs)` with `compiler_options(dot_rows)`."""
+  return jax.jit(fn, compiler_options=compiler_options(dot_rows), **kwargs)

@@ -379,6 +379,13 @@ def make_policy(state: State, config: Config, parts: Parts | None = None):
   return mpc.init, act
 
 
+def planner_rows_per_member(config: Config) -> int:
+  """Rows each ensemble member's products see in one planning step (picks compile options)."""
+  p, m = config.planner, config.model
+  sequences = p.num_starts if p.optimizer == "gradient" else p.population
+  return sequences * p.num_particles // (m.num_elites or m.num_members)
+
+
 def checkpoint_meta(key: PRNGKey, config: Config) -> dict:
   """What a checkpoint must share with a run to be resumed by it: the config and the keys."""
   return {"algorithm": "pets", "config": dataclasses.asdict(config),
@@ -437,4 +444,5 @@ def train(key: PRNGKey, config: Config, *,
       num_chunks=config.random_trials + config.trials, name="PETS", unit="trial",
       meta=checkpoint_meta(key, config), check_fn=check, progress_fn=progress_fn,
       checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
-      jit=compile_lib.jit, cache_key=("pets", config))
+      jit=functools.partial(compile_lib.jit, dot_rows=planner_rows_per_member(config)),
+      cache_key=("pets", config))
