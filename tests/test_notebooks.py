@@ -25,6 +25,17 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 TINY: dict[str, dict] = {
     "pets.ipynb": dict(TRIALS=2, EPISODE_LENGTH=30, HORIZON=5, POPULATION=30, CEM_ITERATIONS=2,
                        PARTICLES=5, MEMBERS=5, HIDDEN=(32, 32), EPOCHS=5),
+    "dreamer.ipynb": dict(EPISODE_LENGTH=40, TRAIN_EPISODES=3, TEST_EPISODES=2, DETER=16,
+                          STOCH=4, CLASSES=4, HIDDEN=16, MLP_LAYERS=1, TRAIN_STEPS=20,
+                          STEPS_PER_CALL=10, BATCH_SIZE=4, SEQ_LEN=8, CONTEXT=3, HORIZON=6,
+                          IMAGE_SIZE=16, CNN_DEPTH=4, PIXEL_EPISODES=2, PIXEL_TRAIN_STEPS=10,
+                          PIXEL_BATCH_SIZE=2, PIXEL_SEQ_LEN=8),
+    "mbpo.ipynb": dict(RANDOM_STEPS=200, MEMBERS=3, ELITES=2, HIDDEN=(16, 16), FIT_EPOCHS=3,
+                       FIT_BATCH=16, SAC_HIDDEN=(16, 16), SAC_BATCH=16, SAC_UPDATES=20,
+                       ROLLOUT_LENGTH=3, MAX_LENGTH=5, NUM_ROLLOUTS=20, TRAJ_LENGTH=20,
+                       BRANCH_EVERY=5, TRAIN_EPOCHS=2, EPOCH_LENGTH=20, INIT_STEPS=40,
+                       MODEL_TRAIN_EVERY=10, ROLLOUTS_PER_STEP=2, UPDATES_PER_STEP=2,
+                       EPISODE_LENGTH=30, EVAL_EPISODES=2),
 }
 CELL_TIMEOUT_S = 300
 KERNEL_NAME = "mbrl-jax-test-python"
@@ -122,4 +133,43 @@ def test_notebook_runs(path, kernel_name, tmp_path):
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]
     assert len(images) >= 2
+  if path.name == "dreamer.ipynb":
+    match = re.search(r"^OPEN_LOOP_JSON (.*)$", out, re.M)
+    assert match, f"dreamer.ipynb printed no OPEN_LOOP_JSON line; stdout:\n{out[-2000:]}"
+    errors = json.loads(match.group(1))
+    assert set(errors) == {"model_mse", "no_change_mse", "pixel_model_mse",
+                           "pixel_no_change_mse"}, errors
+    for v in errors.values():
+      assert isinstance(v, float) and math.isfinite(v) and v >= 0, errors
+    # Pixel MSEs are of images in [0, 1]; the start frames differ from later ones.
+    assert errors["pixel_model_mse"] <= 1 and 0 < errors["pixel_no_change_mse"] <= 1, errors
+    assert errors["no_change_mse"] > 0, errors
+    # Loss curves, open-loop traces, error per step and the pixel image strip.
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert len(images) >= 4
+    # Training ran the requested number of updates (2 calls of 10; 10 calls of 1).
+    assert re.search(r"^vector: +20 updates", out, re.M), out[-2000:]
+    assert re.search(r"^pixels: +10 updates", out, re.M), out[-2000:]
+  if path.name == "mbpo.ipynb":
+    match = re.search(r"^MBPO_JSON (.*)$", out, re.M)
+    assert match, f"mbpo.ipynb printed no MBPO_JSON line; stdout:\n{out[-2000:]}"
+    result = json.loads(match.group(1))
+    # The pendulum never terminates: every rollout keeps exactly k steps.
+    assert result["rollout_transitions"] == overrides["NUM_ROLLOUTS"] * overrides["ROLLOUT_LENGTH"]
+    errors = result["error_per_step"]
+    assert len(errors) == overrides["ROLLOUT_LENGTH"], errors
+    assert result["one_step_mse"] == errors[0]
+    for v in errors:
+      assert isinstance(v, float) and math.isfinite(v) and v >= 0, errors
+    # One deterministic evaluation return per epoch; pendulum rewards lie in [-16.3, 0].
+    returns = result["returns"]
+    assert len(returns) == overrides["TRAIN_EPOCHS"], returns
+    for r in returns:
+      assert math.isfinite(r) and -16.3 * overrides["EPISODE_LENGTH"] <= r <= 0, returns
+    assert len(re.findall(r"^epoch \d+: env steps", out, re.M)) == overrides["TRAIN_EPOCHS"]
+    # The error/mask figure, the branches off a real trajectory and the learning curve.
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert len(images) >= 3
   print(out)
