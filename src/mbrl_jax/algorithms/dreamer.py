@@ -376,8 +376,7 @@ def make_policy(state: State, config: Config, parts: Parts | None = None):
 
 def checkpoint_meta(key: PRNGKey, config: Config) -> dict:
   """What a checkpoint must share with a run to be resumed by it: the config and the keys."""
-  return {"algorithm": "dreamer", "config": dataclasses.asdict(config),
-          "keys": np.asarray(jax.random.key_data(key)).tolist()}
+  return run_lib.run_meta("dreamer", key, config)
 
 
 def train(key: PRNGKey, config: Config, *,

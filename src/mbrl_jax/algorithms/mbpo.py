@@ -573,8 +573,7 @@ def make_step(config: Config, parts: Parts | None = None, *,
 
 def checkpoint_meta(key: PRNGKey, config: Config, *, use_model: bool = True) -> dict:
   """What a checkpoint must share with a run to be resumed by it: the config and the keys."""
-  return {"algorithm": "mbpo" if use_model else "sac", "config": dataclasses.asdict(config),
-          "keys": np.asarray(jax.random.key_data(key)).tolist()}
+  return run_lib.run_meta("mbpo" if use_model else "sac", key, config)
 
 
 def train(key: PRNGKey, config: Config, *,

@@ -388,8 +388,7 @@ def planner_rows_per_member(config: Config) -> int:
 
 def checkpoint_meta(key: PRNGKey, config: Config) -> dict:
   """What a checkpoint must share with a run to be resumed by it: the config and the keys."""
-  return {"algorithm": "pets", "config": dataclasses.asdict(config),
-          "keys": np.asarray(jax.random.key_data(key)).tolist()}
+  return run_lib.run_meta("pets", key, config)
 
 
 def train(key: PRNGKey, config: Config, *,

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 from typing import Any
@@ -27,6 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+
+def run_meta(algorithm: str, key: Any, config: Any) -> dict:
+  """The `meta` of an algorithm's run: what a checkpoint must share with a run to be resumed
+  by it (the algorithm, its config dataclass and the seed keys)."""
+  return {"algorithm": algorithm, "config": dataclasses.asdict(config),
+          "keys": np.asarray(jax.random.key_data(key)).tolist()}
 
 
 class CheckpointError(ValueError):
