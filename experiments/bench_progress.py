@@ -21,6 +21,7 @@ import pathlib
 import statistics
 import tempfile
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -73,25 +74,27 @@ def main(args: Args) -> list[dict]:
     state, metrics = step(state)
     return jax.block_until_ready(state), metrics
 
+  def make_progress(tmp: str, host: dict) -> Callable[[int, dict], None]:
+    """The scripts' host-side work per trial: metric rows and a tqdm bar, timed into host."""
+    writer = run_lib.MetricsWriter(tmp)
+    bar = tqdm.tqdm(total=total, initial=config.random_trials, file=io.StringIO())
+
+    def progress_fn(trial, metrics):
+      t0 = time.perf_counter()
+      writer.write([{"seed": s, "trial": trial, **{k: v[s] for k, v in metrics.items()}}
+                    for s in range(args.seeds)])
+      bar.update(1)
+      bar.set_postfix(ret=f"{metrics['return'].mean():.1f}")
+      host["s"] += time.perf_counter() - t0
+
+    return progress_fn
+
   def run(mode: str) -> tuple[float, float]:
     state = jax.block_until_ready(init(keys))
     host = {"s": 0.0}
     with tempfile.TemporaryDirectory() as tmp:
-      progress_fn = checkpointer = None
-      if mode != "bare":
-        writer = run_lib.MetricsWriter(tmp)
-        bar = tqdm.tqdm(total=total, initial=config.random_trials, file=io.StringIO())
-
-        def progress_fn(trial, metrics):
-          t0 = time.perf_counter()
-          report(trial, metrics)
-          host["s"] += time.perf_counter() - t0
-
-        def report(trial, metrics):
-          writer.write([{"seed": s, "trial": trial, **{k: v[s] for k, v in metrics.items()}}
-                        for s in range(args.seeds)])
-          bar.update(1)
-          bar.set_postfix(ret=f"{metrics['return'].mean():.1f}")
+      checkpointer = None
+      progress_fn = None if mode == "bare" else make_progress(tmp, host)
       if mode == "checkpoint":
         checkpointer = TimedCheckpointer(pathlib.Path(tmp) / "ckpt", meta={})
         checkpointer.host = host

@@ -1,7 +1,6 @@
 """SAC: update math against an independent reference on a tiny case, the tanh-Gaussian
 log-probability, Polyak averaging, scanned updates, and learning a one-step bandit."""
 
-import functools
 
 import distrax
 import jax

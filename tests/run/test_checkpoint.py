@@ -2,7 +2,6 @@
 checkpoints, and a kill during a write leaving the previous checkpoint loadable."""
 
 import os
-import pathlib
 import signal
 import subprocess
 import sys

@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -611,8 +610,7 @@ def train(key: PRNGKey, config: Config, *,
       checkpoint is kept.
   """
   run_lib.check_key(key)
-  validate(config, use_model=use_model)
-  parts = make_parts(config, use_model=use_model)
+  parts = make_parts(config, use_model=use_model)          # validates the config
   step = make_step(config, parts, use_model=use_model)
 
   def step_fn(state):

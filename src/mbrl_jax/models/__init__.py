@@ -20,5 +20,6 @@ from mbrl_jax.models.training import FitConfig, FitMetrics, FitState, Trainer, c
 __all__ = [
     "ACTIVATIONS", "PROPAGATION_MODES", "Ensemble", "EnsembleParams", "EnsembleSpec",
     "MemberOutput", "ModelStep", "Uncertainty", "check_mode", "make_ensemble", "Normalizer",
-    "FitConfig", "FitMetrics", "FitState", "Trainer", "check_fit", "make_trainer",
+    "FitConfig", "FitMetrics", "FitState", "Trainer", "check_fit", "make_trainer", "rssm",
+    "transforms",
 ]

@@ -104,6 +104,7 @@ class Run:
   keys: jax.Array                      # [S] typed keys, sharded over the seed mesh
   writer: MetricsWriter
   resume_from: int | None              # the checkpoint step resumed from
+  bar: tqdm.tqdm | None = None         # made by `progress`
 
   @property
   def train_kwargs(self) -> dict[str, Any]:
@@ -113,11 +114,10 @@ class Run:
                 resume=self.args.resume is not None)
 
   def progress(self, *, total: int, desc: str, index: str,
-               row_fn: Callable[[int, dict], dict] | None = None,
                line_fn: Callable[[int, dict, float], str] | None = None) -> Callable:
     """A `progress_fn(i, metrics)` for `train`: writes one row per seed ({"seed", index: i,
-    "wall_s", **row_fn(i, metrics) or metrics}), updates a tqdm bar over `total` chunks (rate
-    and ETA) and prints `line_fn(i, metrics, wall_s)`. On the first call of a resumed run it
+    "wall_s", **metrics}), updates a tqdm bar over `total` chunks (rate and ETA) and prints
+    `line_fn(i, metrics, wall_s)`. On the first call of a resumed run it
     first drops the rows written after the checkpoint (they are redone)."""
     self.bar = tqdm.tqdm(total=total, initial=self.resume_from or 0, desc=desc, unit=index,
                          file=sys.stdout)
@@ -130,9 +130,8 @@ class Run:
         clock["first"] = False
       now = time.perf_counter()
       wall, clock["t"] = now - clock["t"], now
-      values = row_fn(i, metrics) if row_fn is not None else metrics
       self.writer.write([{"seed": s, index: i, "wall_s": wall,
-                          **{k: np.asarray(v)[j] for k, v in values.items()}}
+                          **{k: np.asarray(v)[j] for k, v in metrics.items()}}
                          for j, s in enumerate(self.seeds)])
       self.bar.update(1)
       if line_fn is not None:
@@ -141,7 +140,7 @@ class Run:
     return progress_fn
 
   def close(self) -> None:
-    if getattr(self, "bar", None) is not None:
+    if self.bar is not None:
       self.bar.close()
     self.writer.close()
 

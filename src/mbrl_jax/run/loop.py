@@ -94,8 +94,7 @@ def run_chunks(
   return state, history
 
 
-def describe_nonfinite(metrics: dict[str, Any], flags: dict[str, str],
-                       seeds: list[int] | None = None) -> str | None:
+def describe_nonfinite(metrics: dict[str, Any], flags: dict[str, str]) -> str | None:
   """For a check_fn: `flags` maps boolean metric names to the component they cover; returns
   e.g. "NaN/Inf in the model parameters (seed index [1])" or None."""
   for metric, component in flags.items():
@@ -103,9 +102,7 @@ def describe_nonfinite(metrics: dict[str, Any], flags: dict[str, str],
     if bad.any():
       where = ""
       if bad.ndim == 1:
-        idx = np.flatnonzero(bad)
-        where = (f" (seeds {[seeds[j] for j in idx]})" if seeds else
-                 f" (seed index {idx.tolist()})")
+        where = f" (seed index {np.flatnonzero(bad).tolist()})"
       return f"NaN/Inf in {component}{where}"
   return None
 
