@@ -1,0 +1,221 @@
+"""MBPO against SAC on one Brax env and env-step budget: return against env steps, and the
+sample-efficiency ratio.
+
+  python experiments/bench_mbpo_vs_sac.py --env hopper --budget 30000 \
+      --mbpo-run runs/mbpo-hopper-30k --out results/bench_mbpo_vs_sac_hopper.json
+
+Rows:
+  * MBPO: ours (`experiments/mbpo.py --preset ENV --env-steps BUDGET`), read from a finished
+    run directory (`--mbpo-run`, so a long run can be checkpointed and resumed on its own), or
+    run here when `--mbpo-run` is not given.
+  * Brax SAC: `brax.training.agents.sac.train`, for `--sac-factor` x BUDGET env steps, run by
+    `brax_sac_baseline.py` in a separate environment with jax 0.9.2 (Brax's agents do not run
+    on jax 0.10, see NOTES.md). `--brax-python` names that environment's python; without it,
+    `.venv-brax-sac/` is created in the repository from `requirements-brax-sac.txt`. Finished
+    curves are cached in `--brax-results` (results/brax_sac/) by env, steps and seed.
+  * our SAC: `mbrl_jax.algorithms.sac` (the MBPO loop without a model, one update per step),
+    for `--our-sac-steps` env steps (default: the budget; 0 skips the row).
+
+The sample-efficiency ratio of a SAC row is (env steps at which its mean evaluation return
+first reaches R) / BUDGET, where R is MBPO's mean evaluation return at the budget (its last
+evaluation). The MBPO paper reports about 5x or more on hopper and halfcheetah. When SAC never
+reaches R, the ratio is reported as "> its steps / BUDGET". Evaluations are deterministic
+(the policy's mean action), averaged over episodes and then over seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+import tyro
+
+from mbrl_jax.run.metrics import read_jsonl
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BRAX_VENV = REPO / ".venv-brax-sac"
+REQUIREMENTS = REPO / "experiments" / "requirements-brax-sac.txt"
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+  env: str = "hopper"
+  """A Brax env with an MBPO preset: hopper, halfcheetah, walker2d, inverted_pendulum."""
+  budget: int = 30_000
+  """MBPO's env-step budget."""
+  seeds: int = 1
+  """Seeds per row (first seed 0)."""
+  mbpo_run: pathlib.Path | None = None
+  """A finished `experiments/mbpo.py` run directory for this env (None: run MBPO here)."""
+  sac_factor: int = 5
+  """Brax SAC runs for sac_factor x budget env steps."""
+  sac_eval_every: int = 5000
+  """Env steps between Brax SAC evaluations (about)."""
+  brax_results: pathlib.Path = REPO / "results" / "brax_sac"
+  """Cache of finished Brax SAC curves (ENV_STEPS_seedN.json); an existing file is reused."""
+  brax_python: pathlib.Path | None = None
+  """Python of an environment with jax 0.9.2 and brax 0.14.2 (None: create .venv-brax-sac)."""
+  our_sac_steps: int | None = None
+  """Env steps for our SAC row (None: the budget; 0: skip)."""
+  out: pathlib.Path | None = None
+  """JSON file for the curves and ratios (default results/bench_mbpo_vs_sac_ENV.json)."""
+
+
+@dataclasses.dataclass
+class Curve:
+  name: str
+  steps: np.ndarray            # [evaluations] env steps
+  returns: np.ndarray          # [evaluations, seeds]
+  seconds_per_step: float | None = None
+
+  @property
+  def mean(self) -> np.ndarray:
+    return self.returns.mean(axis=1)
+
+  def first_reaching(self, target: float) -> int | None:
+    hit = np.nonzero(self.mean >= target)[0]
+    return int(self.steps[hit[0]]) if len(hit) else None
+
+  def at(self, step: int) -> float:
+    """Mean return at the last evaluation at or before `step` (NaN before the first)."""
+    before = np.nonzero(self.steps <= step)[0]
+    return float(self.mean[before[-1]]) if len(before) else float("nan")
+
+
+def mbpo_curve(run_dir: pathlib.Path, budget: int) -> Curve:
+  rows = read_jsonl(run_dir / "metrics.jsonl")
+  if not rows:
+    raise SystemExit(f"error: {run_dir / 'metrics.jsonl'} has no rows")
+  by_epoch: dict[int, dict[int, dict]] = {}
+  for row in rows:
+    by_epoch.setdefault(row["epoch"], {})[row["seed"]] = row
+  epochs = sorted(by_epoch)
+  seeds = sorted(by_epoch[epochs[0]])
+  steps = np.array([by_epoch[e][seeds[0]]["env_steps"] for e in epochs])
+  keep = steps <= budget
+  if not keep.any():
+    raise SystemExit(f"error: {run_dir} has no evaluation at or before the budget {budget} "
+                     f"(its first is at {steps.min()} env steps)")
+  returns = np.array([[by_epoch[e][s]["return"] for s in seeds] for e in epochs])
+  walls = np.array([by_epoch[e][seeds[0]].get("wall_s", np.nan) for e in epochs])
+  epoch_length = np.diff(steps).min() if len(steps) > 1 else np.nan
+  per_step = float(np.nanmedian(walls[1:]) / epoch_length) if len(walls) > 1 else None
+  return Curve("MBPO (ours)", steps[keep], returns[keep], per_step)
+
+
+def run_mbpo(args: Args, out_dir: pathlib.Path) -> pathlib.Path:
+  import mbpo as mbpo_script  # experiments/mbpo.py
+  run_dir = out_dir / f"mbpo-{args.env}-{args.budget}"
+  mbpo_script.main(["--preset", args.env, "--env-steps", str(args.budget), "--seeds",
+                    str(args.seeds), "--out", str(run_dir)])
+  return run_dir
+
+
+def brax_python(args: Args) -> pathlib.Path:
+  if args.brax_python is not None:
+    return args.brax_python
+  python = BRAX_VENV / "bin" / "python"
+  if not python.exists():
+    print(f"creating {BRAX_VENV} (jax 0.9.2, brax 0.14.2) for Brax's SAC", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(BRAX_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)],
+                   check=True)
+  return python
+
+
+def brax_sac_curve(args: Args, steps: int) -> Curve:
+  results = []
+  for seed in range(args.seeds):
+    path = args.brax_results / f"{args.env}_{steps}_seed{seed}.json"
+    if not path.exists():
+      subprocess.run([str(brax_python(args)), str(REPO / "experiments" / "brax_sac_baseline.py"),
+                      "--env", args.env, "--env-steps", str(steps), "--seed", str(seed),
+                      "--eval-every", str(args.sac_eval_every), "--out", str(path)], check=True)
+    results.append(json.loads(path.read_text()))
+  n = min(len(r["env_steps"]) for r in results)
+  walls = np.array(results[0]["wall_s"][:n])
+  steps_arr = np.array(results[0]["env_steps"][:n])
+  # Seconds per env step between the first and last evaluation (compilation excluded).
+  per_step = float((walls[-1] - walls[1]) / (steps_arr[-1] - steps_arr[1])) if n > 2 else None
+  return Curve("Brax SAC", steps_arr, np.array([r["return"][:n] for r in results]).T, per_step)
+
+
+def our_sac_curve(args: Args, steps: int) -> Curve:
+  import jax
+  import jax.numpy as jnp
+
+  from mbrl_jax.algorithms import mbpo, sac
+  config = sac.Config(env=args.env, env_steps=steps, init_exploration_steps=5000,
+                      updates_per_step=1, sac=mbpo.SACConfig())
+  keys = jnp.stack([jax.random.key(s) for s in range(args.seeds)])
+  walls, clock = [], [time.perf_counter()]
+
+  def progress(epoch, metrics):
+    now = time.perf_counter()
+    walls.append(now - clock[0])
+    clock[0] = now
+    print(f"our SAC {args.env}: env steps {int(metrics['env_steps'].mean())} | eval return "
+          f"{metrics['return'].mean():.1f} | {walls[-1]:.1f} s", flush=True)
+
+  _, history = sac.train(keys, config, progress_fn=progress)
+  per_step = float(np.median(walls[1:]) / config.epoch_length) if len(walls) > 1 else None
+  return Curve("SAC (ours)", history["env_steps"][:, 0], history["return"], per_step)
+
+
+def main(argv: list[str] | None = None) -> dict:
+  args = tyro.cli(Args, args=sys.argv[1:] if argv is None else argv, description=__doc__)
+  out = args.out or REPO / "results" / f"bench_mbpo_vs_sac_{args.env}.json"
+  mbpo_dir = args.mbpo_run or run_mbpo(args, out.parent)
+  curves = [mbpo_curve(mbpo_dir, args.budget)]
+  if curves[0].steps.max() < args.budget:
+    print(f"note: the MBPO run ends at {curves[0].steps.max()} env steps, before the budget "
+          f"{args.budget}; R is its last evaluation", flush=True)
+  sac_steps = args.sac_factor * args.budget
+  curves.append(brax_sac_curve(args, sac_steps))
+  our_steps = args.budget if args.our_sac_steps is None else args.our_sac_steps
+  if our_steps:
+    curves.append(our_sac_curve(args, our_steps))
+
+  mbpo = curves[0]
+  target = float(mbpo.mean[-1])
+  marks = sorted({int(s) for s in np.linspace(0, args.budget, 7)[1:]})
+  header = (f"{'row':<12} " + " ".join(f"{m // 1000:>5}k" for m in marks)
+            + f" {'steps to R':>11} {'ratio':>7} {'s/env step':>10}")
+  print(f"\n{args.env}: mean evaluation return at env steps ({args.seeds} seed(s)); "
+        f"R = MBPO at {int(mbpo.steps[-1])} steps = {target:.1f}")
+  print(header)
+  rows = []
+  for curve in curves:
+    reached = curve.first_reaching(target)
+    if curve is mbpo:
+      ratio = None
+      reach_text, ratio_text = "-", "-"
+    elif reached is None:
+      ratio = f"> {curve.steps.max() / args.budget:.1f}"
+      reach_text, ratio_text = f"> {int(curve.steps.max())}", ratio
+    else:
+      ratio = reached / args.budget
+      reach_text, ratio_text = str(reached), f"{ratio:.1f}x"
+    sps = f"{curve.seconds_per_step:.4f}" if curve.seconds_per_step else "-"
+    print(f"{curve.name:<12} " + " ".join(f"{curve.at(m):>6.0f}" for m in marks)
+          + f" {reach_text:>11} {ratio_text:>7} {sps:>10}")
+    rows.append(dict(row=curve.name, env_steps=curve.steps.tolist(),
+                     mean_return=curve.mean.tolist(), returns=curve.returns.tolist(),
+                     steps_to_target=reached, ratio=ratio,
+                     seconds_per_env_step=curve.seconds_per_step))
+  result = dict(env=args.env, budget=args.budget, seeds=args.seeds, target=target,
+                mbpo_run=str(mbpo_dir), rows=rows)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(result, indent=1))
+  print(f"wrote {out}")
+  return result
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, str(pathlib.Path(__file__).parent))
+  main()
