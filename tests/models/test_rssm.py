@@ -261,3 +261,49 @@ def test_bad_config_names_the_field():
   assert set(rssm.PRESETS) >= {"cpu", "large"}
   for preset in rssm.PRESETS.values():
     rssm.validate_config(preset)
+
+
+def test_space_to_depth_round_trip():
+  x = jnp.arange(2 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 6, 3)
+  y = rssm.space_to_depth(x)
+  assert y.shape == (2, 2, 3, 12)
+  # Block (1, 2) of image 1: rows 2-3, columns 4-5, channels in (row, column, channel) order.
+  np.testing.assert_array_equal(y[1, 1, 2], x[1, 2:4, 4:6].reshape(-1))
+  np.testing.assert_array_equal(rssm.depth_to_space(y), x)
+
+
+def test_down_is_a_4x4_stride_2_convolution():
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+  down = rssm.Down(5)
+  params = down.init(jax.random.key(1), x)
+  kernel = params["params"]["Dense_0"]["kernel"]          # [(tap row, tap col, r, c, in), out]
+  w = kernel.reshape(2, 2, 2, 2, 3, 5).transpose(0, 2, 1, 3, 4, 5).reshape(4, 4, 3, 5)
+  expected = jax.lax.conv_general_dilated(
+      x, w, window_strides=(2, 2), padding=((2, 0), (2, 0)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["params"]["Dense_0"]["bias"]
+  np.testing.assert_allclose(down.apply(params, x), expected, atol=1e-5)
+
+
+def test_up_is_a_4x4_stride_2_transposed_convolution():
+  x = np.asarray(jax.random.normal(jax.random.key(0), (1, 3, 4, 2)))
+  up = rssm.Up(3)
+  params = up.init(jax.random.key(1), jnp.asarray(x))
+  kernel = np.asarray(params["params"]["Dense_0"]["kernel"]).reshape(2, 2, 2, 2, 2, 3)
+  # Slow reference: input pixel i adds x[i] @ w[k] to output pixel 2i + k - 2, k = 0..3, where
+  # the dense layer's tap t and phase r hold w[r + 2 - 2t].
+  w = np.zeros((4, 4, 2, 3))
+  for th in range(2):
+    for tw in range(2):
+      for rh in range(2):
+        for rw in range(2):
+          w[rh + 2 - 2 * th, rw + 2 - 2 * tw] = kernel[th, tw, :, rh, rw, :]
+  expected = np.tile(np.asarray(params["params"]["Dense_0"]["bias"]).reshape(2, 2, 3),
+                     (3, 4, 1))[None]
+  for i in range(3):
+    for j in range(4):
+      for kh in range(4):
+        for kw in range(4):
+          p, q = 2 * i + kh - 2, 2 * j + kw - 2
+          if 0 <= p < 6 and 0 <= q < 8:
+            expected[0, p, q] += x[0, i, j] @ w[kh, kw]
+  np.testing.assert_allclose(up.apply(params, jnp.asarray(x)), expected, atol=1e-5)

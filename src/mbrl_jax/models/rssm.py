@@ -254,6 +254,60 @@ def _cnn_stages(size: int) -> int:
   return stages
 
 
+def space_to_depth(x: jax.Array) -> jax.Array:
+  """[N, H, W, C] -> [N, H/2, W/2, 4C]: each 2 x 2 block of pixels becomes one pixel, its
+  channels ordered (row in block, column in block, channel)."""
+  n, h, w, c = x.shape
+  x = x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, h // 2, w // 2, 4 * c)
+
+
+def depth_to_space(x: jax.Array) -> jax.Array:
+  """The inverse of `space_to_depth`: [N, H, W, 4C] -> [N, 2H, 2W, C]."""
+  n, h, w, c = x.shape
+  x = x.reshape(n, h, w, 2, 2, c // 4).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, 2 * h, 2 * w, c // 4)
+
+
+def _neighbourhoods(x: jax.Array, pad: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  """[N, H, W, C] -> [N, H, W, 4C]: each pixel's 2 x 2 neighbourhood of `x` zero-padded by
+  `pad` ((top, bottom), (left, right)), channels ordered (row, column, channel)."""
+  _, h, w, _ = x.shape
+  x = jnp.pad(x, ((0, 0), pad[0], pad[1], (0, 0)))
+  return jnp.concatenate([x[:, i:i + h, j:j + w] for i in (0, 1) for j in (0, 1)], axis=-1)
+
+
+class Down(nn.Module):
+  """A 4 x 4 stride-2 convolution (zero padding 2 before, 0 after), computed as a dense layer
+  on the 2 x 2 neighbourhoods of `space_to_depth(x)`.
+
+  The same function class as the convolution (a test maps one kernel onto the other), without
+  convolution ops: XLA's CPU backend runs convolutions (and their gradients) with trainable
+  kernels inside `lax.scan` ~15-20x slower than in a plain jitted call, which made a Dreamer
+  chunk (a scan of train steps) on pixels that much slower. Shifts and a matmul are fast in
+  both places.
+  """
+
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return nn.Dense(self.features)(_neighbourhoods(space_to_depth(x), ((1, 0), (1, 0))))
+
+
+class Up(nn.Module):
+  """A 4 x 4 stride-2 transposed convolution (the adjoint of `Down`'s convolution), computed
+  as a dense layer on 2 x 2 neighbourhoods to 4 x features channels and `depth_to_space`:
+  output pixel 2m + r reads inputs m and m + 1 for both phases r, so this is exact, with no
+  convolution ops (see `Down`)."""
+
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return depth_to_space(nn.Dense(4 * self.features)(_neighbourhoods(x, ((0, 1), (0, 1)))))
+
+
 class _ConvEncoder(nn.Module):
   depth: int
   stages: int
@@ -261,7 +315,7 @@ class _ConvEncoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:   # [N, S, S, 3] in [-0.5, 0.5] -> [N, E]
     for i in range(self.stages):
-      x = nn.Conv(self.depth * 2 ** i, (4, 4), strides=(2, 2), padding="SAME")(x)
+      x = Down(self.depth * 2 ** i)(x)
       x = nn.silu(nn.LayerNorm(epsilon=1e-3)(x))
     return x.reshape(x.shape[0], -1)
 
@@ -276,9 +330,9 @@ class _ConvDecoder(nn.Module):
     top = self.depth * 2 ** (self.stages - 1)
     x = nn.Dense(4 * 4 * top)(x).reshape(x.shape[0], 4, 4, top)
     for i in reversed(range(1, self.stages)):
-      x = nn.ConvTranspose(self.depth * 2 ** (i - 1), (4, 4), strides=(2, 2), padding="SAME")(x)
+      x = Up(self.depth * 2 ** (i - 1))(x)
       x = nn.silu(nn.LayerNorm(epsilon=1e-3)(x))
-    return nn.ConvTranspose(self.channels, (4, 4), strides=(2, 2), padding="SAME")(x)
+    return Up(self.channels)(x)
 
 
 class _Net(nn.Module):
