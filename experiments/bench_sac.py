@@ -5,8 +5,8 @@
   python experiments/bench_sac.py --config.env inverted_pendulum --config.env-steps 10000
 
 The acceptance target for pendulum is a mean evaluation return >= -250 within 20k env steps.
-Brax's own SAC (`brax.training.agents.sac.train`) does not run on this jax (see NOTES.md), so
-it is not a row here. Writes DIR/metrics.jsonl (seed, epoch, env_steps, return, SAC
+Brax's own SAC (`brax.training.agents.sac.train`) does not run on this jax (see NOTES.md); it
+is compared in `bench_mbpo_vs_sac.py`, which runs it in its own environment. Writes DIR/metrics.jsonl (seed, epoch, env_steps, return, SAC
 statistics), DIR/config.json and DIR/learning_curve.png when --out is given.
 """
 

@@ -3,7 +3,8 @@ per chunk.
 
   python experiments/dreamer.py --preset quick --out runs/dreamer_quick
   python experiments/dreamer.py --preset pendulum --seeds 3 --out runs/dreamer_pendulum
-  python experiments/dreamer.py --preset pendulum --pixels --env-steps 100000 --help
+  python experiments/dreamer.py --preset pixels --out runs/dreamer_pixels
+  python experiments/dreamer.py --preset pendulum --pixels --image-size 64 --help
 
 Writes DIR/config.json (the resolved config), DIR/metrics.jsonl (one row per seed and chunk:
 seed, chunk, env_steps, eval_return, train_return, world-model and actor-critic statistics,
@@ -31,6 +32,11 @@ PRESETS: dict[str, dreamer.Config] = {
     # The pendulum acceptance run (vector observations, 50k env steps).
     "pendulum": dreamer.Config(env="pendulum", env_steps=50_000, prefill=1000,
                                chunk_steps=1000, train_every=5),
+    # Pendulum from 32 x 32 pixels, sized for a 2-core CPU (the pixel acceptance run): shorter
+    # replay windows than the vector run, the same 5 env steps per train step.
+    "pixels": dreamer.Config(env="pendulum", pixels=True, image_size=32, env_steps=100_000,
+                             prefill=1000, chunk_steps=1000, train_every=5, batch_size=16,
+                             seq_len=32),
     # DreamerV3 "S"-like sizes for accelerators.
     "large": dreamer.Config(env="pendulum", env_steps=100_000, prefill=2500, chunk_steps=2500,
                             train_every=2, world_model=rssm.PRESETS["large"]),
