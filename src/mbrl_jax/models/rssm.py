@@ -9,7 +9,8 @@ classes each, z_t (one-hot, sampled with straight-through gradients):
 
 following Hafner et al. 2023 ("Mastering Diverse Domains through World Models", DreamerV3):
 vector observations enter through symlog and are reconstructed in symlog space; pixels
-(uint8 images from `mbrl_jax.envs.PixelObservation`) go through a small strided CNN and back;
+(uint8 images from `mbrl_jax.envs.PixelObservation`) go through a small strided CNN and back
+(4 x 4 stride-2 convolutions and transposed convolutions, computed as `Down` and `Up`);
 the reward head is a two-hot symexp head (`mbrl_jax.models.transforms`); the continuation
 head is a Bernoulli; the categoricals mix in 1% of a uniform distribution; the KL terms are
 balanced (dynamics 1.0 into the prior, representation 0.1 into the posterior) with free bits
