@@ -62,6 +62,8 @@ class Args:
   """Python of an environment with jax 0.9.2 and brax 0.14.2 (None: create .venv-brax-sac)."""
   our_sac_steps: int | None = None
   """Env steps for our SAC row (None: the budget; 0: skip)."""
+  our_sac_results: pathlib.Path = REPO / "results" / "our_sac"
+  """Cache of finished curves of our SAC (ENV_STEPS_seedsN.json); an existing file is reused."""
   out: pathlib.Path | None = None
   """JSON file for the curves and ratios (default results/bench_mbpo_vs_sac_ENV.json)."""
 
@@ -146,6 +148,11 @@ def brax_sac_curve(args: Args, steps: int) -> Curve:
 
 
 def our_sac_curve(args: Args, steps: int) -> Curve:
+  path = args.our_sac_results / f"{args.env}_{steps}_seeds{args.seeds}.json"
+  if path.exists():
+    saved = json.loads(path.read_text())
+    return Curve("SAC (ours)", np.array(saved["env_steps"]), np.array(saved["returns"]),
+                 saved["seconds_per_env_step"])
   import jax
   import jax.numpy as jnp
 
@@ -164,7 +171,12 @@ def our_sac_curve(args: Args, steps: int) -> Curve:
 
   _, history = sac.train(keys, config, progress_fn=progress)
   per_step = float(np.median(walls[1:]) / config.epoch_length) if len(walls) > 1 else None
-  return Curve("SAC (ours)", history["env_steps"][:, 0], history["return"], per_step)
+  curve = Curve("SAC (ours)", history["env_steps"][:, 0], history["return"], per_step)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps({"env_steps": curve.steps.tolist(),
+                              "returns": curve.returns.tolist(),
+                              "seconds_per_env_step": per_step}))
+  return curve
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -32,11 +32,18 @@ def test_ratio_from_saved_curves(tmp_path, capsys):
   steps = [0, 10_000, 20_000, 30_000, 40_000, 50_000]
   _brax(cache, 0, steps, [0, 100, 200, 380, 500, 600], 50_000)
   _brax(cache, 1, steps, [0, 100, 300, 390, 300, 600], 50_000)   # mean >= 400 first at 40k
+  ours = tmp_path / "ours"
+  ours.mkdir()
+  (ours / "hopper_20000_seeds2.json").write_text(json.dumps(
+      {"env_steps": [10_000, 15_000, 20_000], "returns": [[0, 0], [390, 420], [500, 500]],
+       "seconds_per_env_step": 0.01}))
   result = bench.main(["--env", "hopper", "--budget", "10000", "--seeds", "2",
                        "--mbpo-run", str(tmp_path / "mbpo"), "--brax-results", str(cache),
-                       "--our-sac-steps", "0", "--out", str(tmp_path / "out.json")])
+                       "--our-sac-steps", "20000", "--our-sac-results", str(ours),
+                       "--out", str(tmp_path / "out.json")])
   assert result["target"] == 400.0
-  mbpo, brax = result["rows"]
+  mbpo, brax, our_sac = result["rows"]
+  assert our_sac["steps_to_target"] == 15_000 and our_sac["ratio"] == 1.5
   assert mbpo["env_steps"] == [6000, 7000, 8000, 9000, 10000]    # the 11k epoch is past budget
   assert mbpo["seconds_per_env_step"] == 2.0 / 1000
   # (50 - 10) s over (50k - 10k) steps: the first evaluation (compilation) is excluded.
