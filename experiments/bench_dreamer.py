@@ -10,7 +10,8 @@ For each preset (from `experiments/dreamer.py`), with the preset's model and bat
     compiled call, the way `dreamer.train` runs them, with one evaluation episode;
   * per env step = chunk / chunk steps; scan / plain = (chunk / train steps in it) / train step,
     about 1 when the scan adds nothing but the collection.
-Times are medians over `--repeats` calls after a compiling call; seeds are 1.
+Times are medians over `--repeats` calls after a compiling call, the train step and the chunk
+alternated (`benchlib.interleaved_medians`); seeds are 1.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 import tyro
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -44,19 +44,6 @@ class Args:
   """JSON file for the rows."""
 
 
-def _median_time(fn, *args, repeats: int) -> tuple[float, float]:
-  """(first call incl. compilation, median of `repeats` further calls), in seconds."""
-  start = time.perf_counter()
-  jax.block_until_ready(fn(*args))
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return first, float(np.median(times))
-
-
 def time_preset(name: str, args: Args) -> dict:
   if name not in dreamer_script.PRESETS:
     raise SystemExit(f"error: unknown preset {name!r}; valid: "
@@ -68,10 +55,17 @@ def time_preset(name: str, args: Args) -> dict:
   parts = dreamer.make_parts(config)
   state = jax.jit(lambda k: dreamer.init(k, config, parts))(jax.random.key(0))
   train_step = compile_lib.jit(dreamer.make_train_step(config, parts))
-  _, step_s = _median_time(train_step, state.model_params, state.model_opt, state.ac,
-                           state.buffer, jax.random.key(1), repeats=args.repeats)
+  step_args = (state.model_params, state.model_opt, state.ac, state.buffer, jax.random.key(1))
+  jax.block_until_ready(train_step(*step_args))
   chunk = compile_lib.jit(dreamer.make_step(config, parts))
-  compile_s, chunk_s = _median_time(chunk, state, repeats=args.repeats)
+  start = time.perf_counter()
+  jax.block_until_ready(chunk(state))
+  compile_s = time.perf_counter() - start
+  # Alternated in one window, so the scan / plain ratio holds on a machine whose speed drifts.
+  medians = benchlib.interleaved_medians(
+      {"train_step": (train_step, step_args), "chunk": (chunk, (state,))}, args.repeats,
+      warmup=0)
+  step_s, chunk_s = medians["train_step"], medians["chunk"]
   rounds = config.chunk_steps // config.train_every
   return dict(preset=name, pixels=config.pixels, image_size=config.image_size,
               batch_size=config.batch_size, seq_len=config.seq_len,

@@ -38,6 +38,7 @@ import tyro
 from mbrl_jax.run.metrics import read_jsonl
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))    # for `import mbpo` (experiments/mbpo.py)
 BRAX_VENV = REPO / ".venv-brax-sac"
 REQUIREMENTS = REPO / "experiments" / "requirements-brax-sac.txt"
 
@@ -229,5 +230,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, str(pathlib.Path(__file__).parent))
   main()
