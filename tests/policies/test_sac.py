@@ -240,9 +240,44 @@ def test_learns_a_one_step_bandit():
   np.testing.assert_allclose(action.mean(0), goal, atol=0.1)
 
 
+def test_actor_and_target_update_intervals():
+  """actor_update_every=2: actor, alpha and their Adam states move on updates 0 and 2 only;
+  target_update_every=3: the Polyak step happens on updates 0 and 3 only; the critic steps
+  every time."""
+  sac = make_tiny(actor_update_every=2, target_update_every=3)
+  update = jax.jit(sac.update)
+  batch = tiny_batch(jax.random.key(1))
+  states = [sac.init(jax.random.key(0))]
+  for i in range(4):
+    states.append(update(states[-1], batch, jax.random.key(10 + i))[0])
+
+  def same(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+  for i in range(4):
+    old, new = states[i], states[i + 1]
+    assert not same(old.params.critic, new.params.critic), i
+    actor_moves = i % 2 == 0
+    assert same(old.params.actor, new.params.actor) != actor_moves, i
+    assert same(old.actor_opt, new.actor_opt) != actor_moves, i
+    assert (float(old.params.log_alpha) == float(new.params.log_alpha)) != actor_moves, i
+    if i % 3 == 0:
+      for t_old, c_new, t_new in zip(jax.tree.leaves(old.params.target_critic),
+                                     jax.tree.leaves(new.params.critic),
+                                     jax.tree.leaves(new.params.target_critic)):
+        np.testing.assert_allclose(t_new, TAU * c_new + (1 - TAU) * t_old, rtol=1e-6, atol=1e-7)
+    else:
+      assert same(old.params.target_critic, new.params.target_critic), i
+  counts = lambda opt: [int(x) for x in jax.tree.leaves(opt) if np.ndim(x) == 0]
+  assert set(counts(states[-1].actor_opt)) == {2}                  # Adam steps taken
+  assert set(counts(states[-1].critic_opt)) == {4}
+
+
 @pytest.mark.parametrize("kw,message", [
     (dict(tau=0.0), "tau"), (dict(gamma=1.5), "gamma"), (dict(actor_lr=0.0), "actor_lr"),
     (dict(hidden_sizes=()), "hidden_sizes"), (dict(init_alpha=-1.0), "init_alpha"),
+    (dict(actor_update_every=0), "actor_update_every"),
+    (dict(target_update_every=1.5), "target_update_every"),
 ])
 def test_bad_arguments_are_named(kw, message):
   with pytest.raises(ValueError, match=message):

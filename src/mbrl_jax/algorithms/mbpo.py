@@ -93,6 +93,10 @@ class SACConfig:
     init_alpha: initial entropy temperature.
     target_entropy: None for -|A|.
     learn_alpha: tune alpha or keep it fixed.
+    actor_update_every: actor and alpha step on every n-th update only (mbrl-lib's
+      sac_actor_update_frequency).
+    target_update_every: Polyak step on every m-th update only (mbrl-lib's
+      sac_critic_target_update_frequency).
     batch_size: transitions per SAC update.
   """
 
@@ -105,6 +109,8 @@ class SACConfig:
   init_alpha: float = 1.0
   target_entropy: float | None = None
   learn_alpha: bool = True
+  actor_update_every: int = 1
+  target_update_every: int = 1
   batch_size: int = 256
 
 
@@ -408,7 +414,8 @@ def _make_sac(config: Config, obs_size: int, action_size: int) -> sac_lib.SAC:
   return sac_lib.make_sac(
       obs_size, action_size, hidden_sizes=s.hidden_sizes, actor_lr=s.actor_lr,
       critic_lr=s.critic_lr, alpha_lr=s.alpha_lr, gamma=s.gamma, tau=s.tau,
-      init_alpha=s.init_alpha, target_entropy=s.target_entropy, learn_alpha=s.learn_alpha)
+      init_alpha=s.init_alpha, target_entropy=s.target_entropy, learn_alpha=s.learn_alpha,
+      actor_update_every=s.actor_update_every, target_update_every=s.target_update_every)
 
 
 def make_parts(config: Config, *, use_model: bool = True) -> Parts:

@@ -14,6 +14,11 @@ the update (so the three gradients are independent and one call computes them to
   alpha loss  = -mean_B log_alpha * (log pi(a~|s) + target_entropy)  (log pi held constant)
   then one Adam step each, and Qtarg <- tau * Q_new + (1 - tau) * Qtarg.
 
+With `actor_update_every = n > 1` the actor and alpha steps are taken only on updates
+0, n, 2n, ... (the critic steps on every update), and with `target_update_every = m > 1` the
+Polyak step only on updates 0, m, 2m, ... (counted by `SACState.steps`), as pytorch_sac's
+actor_update_frequency and critic_target_update_frequency, which mbrl-lib's MBPO configs set.
+
 Only `terminated` stops the bootstrap; a time-limit truncation still bootstraps from next_obs
 (which is the true final observation in our buffers).
 
@@ -158,6 +163,8 @@ def make_sac(
     learn_alpha: bool = True,
     log_std_min: float = -5.0,
     log_std_max: float = 2.0,
+    actor_update_every: int = 1,
+    target_update_every: int = 1,
 ) -> SAC:
   """Builds a SAC learner for observations [O] and actions [A] in [-1, 1].
 
@@ -173,6 +180,8 @@ def make_sac(
     learn_alpha: tune alpha (True) or keep it at init_alpha.
     log_std_min, log_std_max: the actor's log-std is squashed into this range by a tanh (as in
       pytorch_sac, which mbrl-lib's MBPO uses).
+    actor_update_every: take the actor and alpha steps on every n-th update only.
+    target_update_every: take the Polyak step on every m-th update only.
 
   Returns:
     A `SAC` of pure functions.
@@ -190,6 +199,10 @@ def make_sac(
     raise ValueError(f"make_sac: gamma must be in [0, 1], got {gamma!r}")
   if not 0.0 < tau <= 1.0:
     raise ValueError(f"make_sac: tau must be in (0, 1], got {tau!r}")
+  for name, value in (("actor_update_every", actor_update_every),
+                      ("target_update_every", target_update_every)):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      raise ValueError(f"make_sac: {name} must be a positive int, got {value!r}")
   if not log_std_min < log_std_max:
     raise ValueError(f"make_sac: log_std_min ({log_std_min}) must be below log_std_max "
                      f"({log_std_max})")
@@ -266,16 +279,23 @@ def make_sac(
     params = state.params
     noise = sample_noise(key, batch.obs.shape[0])
     grads, aux = jax.grad(losses, has_aux=True)(params, batch, noise)
-    a_upd, actor_state = actor_opt.update(grads.actor, state.actor_opt, params.actor)
     c_upd, critic_state = critic_opt.update(grads.critic, state.critic_opt, params.critic)
-    actor = optax.apply_updates(params.actor, a_upd)
     critic = optax.apply_updates(params.critic, c_upd)
+    a_upd, actor_state = actor_opt.update(grads.actor, state.actor_opt, params.actor)
+    actor = optax.apply_updates(params.actor, a_upd)
     if learn_alpha:
       l_upd, alpha_state = alpha_opt.update(grads.log_alpha, state.alpha_opt, params.log_alpha)
       log_alpha = optax.apply_updates(params.log_alpha, l_upd)
     else:
       alpha_state, log_alpha = state.alpha_opt, params.log_alpha
-    target = jax.tree.map(lambda t, c: tau * c + (1.0 - tau) * t, params.target_critic, critic)
+    if actor_update_every > 1:
+      keep = lambda new, old: jax.tree.map(
+          lambda n, o: jnp.where(state.steps % actor_update_every == 0, n, o), new, old)
+      actor, actor_state = keep((actor, actor_state), (params.actor, state.actor_opt))
+      log_alpha, alpha_state = keep((log_alpha, alpha_state), (params.log_alpha, state.alpha_opt))
+    rate = tau if target_update_every == 1 else jnp.where(
+        state.steps % target_update_every == 0, tau, 0.0)
+    target = jax.tree.map(lambda t, c: rate * c + (1.0 - rate) * t, params.target_critic, critic)
     new = SACState(params=SACParams(actor=actor, critic=critic, target_critic=target,
                                     log_alpha=log_alpha),
                    actor_opt=actor_state, critic_opt=critic_state, alpha_opt=alpha_state,
