@@ -42,7 +42,12 @@ def test_ratio_from_saved_curves(tmp_path, capsys):
                        "--our-sac-steps", "20000", "--our-sac-results", str(ours),
                        "--out", str(tmp_path / "out.json")])
   assert result["target"] == 400.0
+  # R_smooth: the mean of the last 3 evaluation means, (275 + 350 + 400) / 3; Brax's mean
+  # curve is 0, 100, 250, 385, 400, 600, so it first reaches R_smooth at 30k.
+  assert result["target_smoothed"] == pytest.approx(1025 / 3)
   mbpo, brax, our_sac = result["rows"]
+  assert brax["steps_to_target_smoothed"] == 30_000 and brax["ratio_smoothed"] == 3.0
+  assert our_sac["steps_to_target_smoothed"] == 15_000 and our_sac["ratio_smoothed"] == 1.5
   assert our_sac["steps_to_target"] == 15_000 and our_sac["ratio"] == 1.5
   assert mbpo["env_steps"] == [6000, 7000, 8000, 9000, 10000]    # the 11k epoch is past budget
   assert mbpo["seconds_per_env_step"] == 2.0 / 1000
@@ -50,7 +55,8 @@ def test_ratio_from_saved_curves(tmp_path, capsys):
   assert brax["steps_to_target"] == 40_000 and brax["ratio"] == 4.0
   assert brax["seconds_per_env_step"] == 40.0 / 40_000
   assert json.loads((tmp_path / "out.json").read_text())["rows"][1]["ratio"] == 4.0
-  assert "4.0x" in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert "4.0x" in printed and "3.0x" in printed
 
 
 def test_ratio_when_sac_never_reaches(tmp_path):
@@ -62,6 +68,8 @@ def test_ratio_when_sac_never_reaches(tmp_path):
                        "--out", str(tmp_path / "out.json")])
   brax = result["rows"][1]
   assert brax["steps_to_target"] is None and brax["ratio"] == "> 3.0"
+  # R_smooth = (500 + 900) / 2 = 700 (only two evaluations): Brax reaches it at 21k.
+  assert result["target_smoothed"] == 700.0 and brax["ratio_smoothed"] == 3.0
 
 
 def test_budget_before_first_evaluation_is_refused(tmp_path):
