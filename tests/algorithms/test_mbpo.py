@@ -170,8 +170,14 @@ def test_model_free_sac_runs_on_the_same_loop():
   from mbrl_jax.algorithms import sac as sac_algo
   config = sac_algo.Config(env="pendulum", env_steps=60, epoch_length=20,
                            init_exploration_steps=20, updates_per_step=2, episode_length=25,
-                           eval_episodes=1, sac=mbpo.SACConfig(hidden_sizes=(8,), batch_size=8))
+                           eval_episodes=1, sac=mbpo.SACConfig(hidden_sizes=(8,), batch_size=8,
+                                                               normalize_observations=True))
   state, history = sac_algo.train(jax.random.key(0), config)
+  # The observation statistics cover exactly the real observations (exploration included).
+  real_obs = np.asarray(state.real.data.obs)
+  assert float(state.sac.params.obs_stats.count) == 60
+  np.testing.assert_allclose(state.sac.params.obs_stats.mean, real_obs.mean(0), atol=1e-5)
+  np.testing.assert_allclose(state.sac.params.obs_stats.var, real_obs.var(0), rtol=1e-4)
   assert state.model_buffer is None and state.fit_state is None
   assert "model_holdout_mse" not in history and "rollout_length" not in history
   np.testing.assert_array_equal(history["env_steps"], [40, 60])

@@ -273,11 +273,54 @@ def test_actor_and_target_update_intervals():
   assert set(counts(states[-1].critic_opt)) == {4}
 
 
+def test_observe_keeps_running_statistics():
+  sac = make_tiny(normalize_observations=True)
+  state = sac.init(jax.random.key(0))
+  rows = np.asarray(jax.random.normal(jax.random.key(1), (50, O))) * [1.0, 3.0, 0.1] + [0, 5, -2]
+  observe = jax.jit(sac.observe)
+  for chunk in (rows[:7], rows[7:8], rows[8:]):               # chunks of 7, 1 and 42 rows
+    state = observe(state, jnp.asarray(chunk))
+  st = state.params.obs_stats
+  assert float(st.count) == 50
+  np.testing.assert_allclose(st.mean, rows.mean(0), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(st.var, rows.var(0), rtol=1e-4)
+  plain = make_tiny()
+  untouched = plain.init(jax.random.key(0))
+  assert plain.observe(untouched, jnp.asarray(rows)) is untouched   # off: a no-op
+  with pytest.raises(ValueError, match="observe: obs must be"):
+    sac.observe(state, jnp.zeros((O,)))
+
+
+def test_normalized_sac_is_plain_sac_on_standardised_observations():
+  """With statistics (mean m, std s), acting and updating equal a SAC without normalisation
+  given (obs - m) / s, from the same initial weights and keys."""
+  norm, plain = make_tiny(normalize_observations=True), make_tiny()
+  m, sd = jnp.array([0.5, -1.0, 2.0]), jnp.array([2.0, 0.5, 1e-5])   # the last one floored
+  s_eff = jnp.maximum(sd, 1e-3)
+  state_n = norm.init(jax.random.key(0))
+  state_n = state_n._replace(params=state_n.params._replace(
+      obs_stats=sac_lib.ObsStats(count=jnp.array(10.0), mean=m, var=sd**2)))
+  state_p = plain.init(jax.random.key(0))
+  batch = tiny_batch(jax.random.key(1))
+  std_batch = batch._replace(obs=(batch.obs - m) / s_eff, next_obs=(batch.next_obs - m) / s_eff)
+  np.testing.assert_allclose(norm.act(state_n.params, batch.obs, None, deterministic=True),
+                             plain.act(state_p.params, std_batch.obs, None, deterministic=True),
+                             rtol=1e-5, atol=1e-6)
+  new_n, aux_n = jax.jit(norm.update)(state_n, batch, jax.random.key(2))
+  new_p, aux_p = jax.jit(plain.update)(state_p, std_batch, jax.random.key(2))
+  np.testing.assert_allclose(aux_n["critic_loss"], aux_p["critic_loss"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves((new_n.params.actor, new_n.params.critic)),
+                  jax.tree.leaves((new_p.params.actor, new_p.params.critic))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  np.testing.assert_array_equal(new_n.params.obs_stats.mean, m)     # updates leave them
+
+
 @pytest.mark.parametrize("kw,message", [
     (dict(tau=0.0), "tau"), (dict(gamma=1.5), "gamma"), (dict(actor_lr=0.0), "actor_lr"),
     (dict(hidden_sizes=()), "hidden_sizes"), (dict(init_alpha=-1.0), "init_alpha"),
     (dict(actor_update_every=0), "actor_update_every"),
     (dict(target_update_every=1.5), "target_update_every"),
+    (dict(min_obs_std=0.0), "min_obs_std"),
 ])
 def test_bad_arguments_are_named(kw, message):
   with pytest.raises(ValueError, match=message):

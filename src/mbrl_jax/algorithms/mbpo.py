@@ -97,6 +97,8 @@ class SACConfig:
       sac_actor_update_frequency).
     target_update_every: Polyak step on every m-th update only (mbrl-lib's
       sac_critic_target_update_frequency).
+    normalize_observations: standardise the SAC networks' inputs with running statistics of
+      every real observation (as Brax's SAC does; the paper's SAC does not).
     batch_size: transitions per SAC update.
   """
 
@@ -111,6 +113,7 @@ class SACConfig:
   learn_alpha: bool = True
   actor_update_every: int = 1
   target_update_every: int = 1
+  normalize_observations: bool = False
   batch_size: int = 256
 
 
@@ -415,7 +418,8 @@ def _make_sac(config: Config, obs_size: int, action_size: int) -> sac_lib.SAC:
       obs_size, action_size, hidden_sizes=s.hidden_sizes, actor_lr=s.actor_lr,
       critic_lr=s.critic_lr, alpha_lr=s.alpha_lr, gamma=s.gamma, tau=s.tau,
       init_alpha=s.init_alpha, target_entropy=s.target_entropy, learn_alpha=s.learn_alpha,
-      actor_update_every=s.actor_update_every, target_update_every=s.target_update_every)
+      actor_update_every=s.actor_update_every, target_update_every=s.target_update_every,
+      normalize_observations=s.normalize_observations)
 
 
 def make_parts(config: Config, *, use_model: bool = True) -> Parts:
@@ -457,12 +461,15 @@ def _init(parts: Parts, config: Config, key: PRNGKey) -> State:
     ended = (tr.terminated + tr.truncated) > 0
     last_end = jnp.max(jnp.where(ended, jnp.arange(n), -1))
     episode_return = jnp.sum(jnp.where(jnp.arange(n) > last_end, tr.reward, 0.0))
+  sac_state = parts.sac.init(sac_key)
+  if n:
+    sac_state = parts.sac.observe(sac_state, tr.obs)
   model_buffer = fit_state = None
   if parts.ensemble is not None:
     model_buffer = buffer_lib.init(config.model_capacity, _example(env))
     fit_state = parts.trainer.init(parts.ensemble.init(model_key))
   return State(env_state=env_state, real=real, model_buffer=model_buffer, fit_state=fit_state,
-               sac=parts.sac.init(sac_key), key=key, epoch=jnp.zeros((), jnp.int32),
+               sac=sac_state, key=key, epoch=jnp.zeros((), jnp.int32),
                env_steps=jnp.asarray(n, jnp.int32), episode_return=episode_return)
 
 
@@ -521,7 +528,7 @@ def make_step(config: Config, parts: Parts | None = None, *,
     stats = dict(ep_sum=stats["ep_sum"] + jnp.where(ended, ret, 0.0),
                  ep_count=stats["ep_count"] + ended.astype(jnp.int32))
     state = state._replace(env_state=env_state, real=real, key=key,
-                           env_steps=state.env_steps + 1,
+                           sac=sac.observe(state.sac, tr.obs), env_steps=state.env_steps + 1,
                            episode_return=jnp.where(ended, 0.0, ret))
 
     def update(sac_state, k):

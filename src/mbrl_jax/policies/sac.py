@@ -19,6 +19,12 @@ With `actor_update_every = n > 1` the actor and alpha steps are taken only on up
 Polyak step only on updates 0, m, 2m, ... (counted by `SACState.steps`), as pytorch_sac's
 actor_update_frequency and critic_target_update_frequency, which mbrl-lib's MBPO configs set.
 
+With `normalize_observations=True` the actor and critics see (obs - mean) / std, with running
+statistics of the observations passed to `observe` (e.g. every real env observation, as Brax's
+SAC does with its `normalize_observations`); they live in `SACParams.obs_stats` and no
+gradient step changes them. Off (the default, as in the MBPO paper's SAC) they stay the
+identity.
+
 Only `terminated` stops the bootstrap; a time-limit truncation still bootstraps from next_obs
 (which is the true final observation in our buffers).
 
@@ -28,6 +34,7 @@ Example:
   >>> state, metrics = jax.jit(sac.update)(state, batch, key)          # batch: Transition [B]
   >>> state, metrics = jax.jit(sac.update_many)(state, batches, key)   # batches: [G, B]
   >>> action = sac.act(state.params, obs, key, deterministic=True)     # obs [..., O]
+  >>> state = sac.observe(state, obs_rows)            # running obs statistics, obs_rows [N, O]
 """
 
 from __future__ import annotations
@@ -45,6 +52,20 @@ from mbrl_jax.types import PRNGKey, Transition
 LOG_2 = math.log(2.0)
 
 
+class ObsStats(NamedTuple):
+  """Running statistics of the observations given to `SAC.observe`.
+
+  Attributes:
+    count: observations seen.                                      # []
+    mean: their per-dimension mean.                                # [O]
+    var: their per-dimension (population) variance.                # [O]
+  """
+
+  count: jax.Array
+  mean: jax.Array
+  var: jax.Array
+
+
 class SACParams(NamedTuple):
   """Everything the actor and critics compute with.
 
@@ -53,12 +74,15 @@ class SACParams(NamedTuple):
     critic: flax parameters of the twin critics; every leaf has a leading axis [2, ...].
     target_critic: Polyak average of `critic`, same structure.
     log_alpha: log of the entropy temperature.                     # []
+    obs_stats: observation statistics the networks' inputs are standardised with (used only
+      with `normalize_observations`).
   """
 
   actor: Any
   critic: Any
   target_critic: Any
   log_alpha: jax.Array
+  obs_stats: ObsStats
 
 
 class SACState(NamedTuple):
@@ -101,17 +125,24 @@ class SAC(NamedTuple):
       updates as one `lax.scan`; metrics are means over the G updates.
     act: `act(params, obs, key, deterministic=False) -> action`; obs [..., O] -> [..., A] in
       [-1, 1]; `deterministic` (a Python bool) gives tanh(mean).
+    observe: `observe(state, obs) -> state`, merges the rows of obs [N, O] into
+      `params.obs_stats` (a no-op without `normalize_observations`).
+    normalize: `normalize(params, obs) -> obs`, what the networks see (identity without
+      `normalize_observations`).
     sample_noise: `sample_noise(key, batch_size) -> Noise`, the draws `update` makes from its key.
     losses: `losses(params, batch, noise) -> (total, aux)`: the three losses and their
       diagnostics at `params` (what `update` differentiates).
-    actor_dist: `actor_dist(actor_params, obs) -> (mean, log_std)`, each [..., A].
-    critic_apply: `critic_apply(critic_params, obs, action) -> q`, [2, ...].
+    actor_dist: `actor_dist(actor_params, obs) -> (mean, log_std)`, each [..., A], for obs
+      already passed through `normalize`.
+    critic_apply: `critic_apply(critic_params, obs, action) -> q`, [2, ...], the same.
   """
 
   init: Callable[[PRNGKey], SACState]
   update: Callable[..., tuple[SACState, dict]]
   update_many: Callable[..., tuple[SACState, dict]]
   act: Callable[..., jax.Array]
+  observe: Callable[..., SACState]
+  normalize: Callable[..., jax.Array]
   sample_noise: Callable[[PRNGKey, int], Noise]
   losses: Callable[..., tuple[jax.Array, dict]]
   actor_dist: Callable[..., tuple[jax.Array, jax.Array]]
@@ -165,6 +196,8 @@ def make_sac(
     log_std_max: float = 2.0,
     actor_update_every: int = 1,
     target_update_every: int = 1,
+    normalize_observations: bool = False,
+    min_obs_std: float = 1e-3,
 ) -> SAC:
   """Builds a SAC learner for observations [O] and actions [A] in [-1, 1].
 
@@ -182,6 +215,10 @@ def make_sac(
       pytorch_sac, which mbrl-lib's MBPO uses).
     actor_update_every: take the actor and alpha steps on every n-th update only.
     target_update_every: take the Polyak step on every m-th update only.
+    normalize_observations: standardise the networks' inputs with the running statistics of
+      the observations given to `observe`.
+    min_obs_std: floor on the standard deviation used to standardise (a dimension that barely
+      moved in the data is not blown up).
 
   Returns:
     A `SAC` of pure functions.
@@ -203,6 +240,8 @@ def make_sac(
                       ("target_update_every", target_update_every)):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
       raise ValueError(f"make_sac: {name} must be a positive int, got {value!r}")
+  if not min_obs_std > 0:
+    raise ValueError(f"make_sac: min_obs_std must be > 0, got {min_obs_std!r}")
   if not log_std_min < log_std_max:
     raise ValueError(f"make_sac: log_std_min ({log_std_min}) must be below log_std_max "
                      f"({log_std_max})")
@@ -224,21 +263,47 @@ def make_sac(
     x = jnp.concatenate([obs.astype(jnp.float32), action.astype(jnp.float32)], axis=-1)
     return jax.vmap(critic_net.apply, in_axes=(0, None))(critic_params, x)[..., 0]   # [2, ...]
 
+  def normalize(params: SACParams, obs: jax.Array) -> jax.Array:
+    obs = obs.astype(jnp.float32)
+    if not normalize_observations:
+      return obs
+    st = jax.lax.stop_gradient(params.obs_stats)
+    return (obs - st.mean) / jnp.maximum(jnp.sqrt(st.var), min_obs_std)
+
+  def observe(state: SACState, obs: jax.Array) -> SACState:
+    if obs.ndim != 2 or obs.shape[-1] != obs_size:
+      raise ValueError(f"observe: obs must be [N, {obs_size}], got {obs.shape}")
+    if not normalize_observations:
+      return state
+    st = state.params.obs_stats
+    obs = obs.astype(jnp.float32)
+    n_new = jnp.asarray(obs.shape[0], jnp.float32)
+    mean_new, var_new = obs.mean(0), obs.var(0)
+    count = st.count + n_new
+    delta = mean_new - st.mean
+    mean = st.mean + delta * n_new / count
+    m2 = st.var * st.count + var_new * n_new + jnp.square(delta) * st.count * n_new / count
+    stats = ObsStats(count=count, mean=mean, var=m2 / count)
+    return state._replace(params=state.params._replace(obs_stats=stats))
+
   def init(key: PRNGKey) -> SACState:
     actor_key, critic_key = jax.random.split(key)
     actor = actor_net.init(actor_key, jnp.zeros((1, obs_size), jnp.float32))
     critic = jax.vmap(critic_net.init, in_axes=(0, None))(
         jax.random.split(critic_key, 2), jnp.zeros((1, obs_size + A), jnp.float32))
     log_alpha = jnp.asarray(math.log(init_alpha), jnp.float32)
+    stats = ObsStats(count=jnp.zeros((), jnp.float32), mean=jnp.zeros((obs_size,), jnp.float32),
+                     var=jnp.ones((obs_size,), jnp.float32))
     params = SACParams(actor=actor, critic=critic,
-                       target_critic=jax.tree.map(jnp.copy, critic), log_alpha=log_alpha)
+                       target_critic=jax.tree.map(jnp.copy, critic), log_alpha=log_alpha,
+                       obs_stats=stats)
     return SACState(params=params, actor_opt=actor_opt.init(actor),
                     critic_opt=critic_opt.init(critic), alpha_opt=alpha_opt.init(log_alpha),
                     steps=jnp.zeros((), jnp.int32))
 
   def act(params: SACParams, obs: jax.Array, key: PRNGKey,
           deterministic: bool = False) -> jax.Array:
-    mean, log_std = actor_dist(params.actor, obs)
+    mean, log_std = actor_dist(params.actor, normalize(params, obs))
     if deterministic:
       return jnp.tanh(mean)
     return jnp.tanh(mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape))
@@ -253,6 +318,8 @@ def make_sac(
     constant), so the gradient of the sum is the three gradients."""
     sg = jax.lax.stop_gradient
     alpha = jnp.exp(sg(params.log_alpha))
+    batch = batch._replace(obs=normalize(params, batch.obs),
+                           next_obs=normalize(params, batch.next_obs))
     # Critic target.
     next_mean, next_log_std = actor_dist(sg(params.actor), batch.next_obs)
     next_action, next_logp = tanh_gaussian_sample(next_mean, next_log_std, noise.next)
@@ -297,7 +364,7 @@ def make_sac(
         state.steps % target_update_every == 0, tau, 0.0)
     target = jax.tree.map(lambda t, c: rate * c + (1.0 - rate) * t, params.target_critic, critic)
     new = SACState(params=SACParams(actor=actor, critic=critic, target_critic=target,
-                                    log_alpha=log_alpha),
+                                    log_alpha=log_alpha, obs_stats=params.obs_stats),
                    actor_opt=actor_state, critic_opt=critic_state, alpha_opt=alpha_state,
                    steps=state.steps + 1)
     return new, aux
@@ -309,6 +376,6 @@ def make_sac(
                               (batches, jax.random.split(key, g)))
     return state, jax.tree.map(lambda x: x.mean(0), aux)
 
-  return SAC(init=init, update=update, update_many=update_many, act=act,
-             sample_noise=sample_noise, losses=losses, actor_dist=actor_dist,
+  return SAC(init=init, update=update, update_many=update_many, act=act, observe=observe,
+             normalize=normalize, sample_noise=sample_noise, losses=losses, actor_dist=actor_dist,
              critic_apply=critic_apply)
