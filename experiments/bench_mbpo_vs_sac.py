@@ -12,7 +12,8 @@ Rows:
     `brax_sac_baseline.py` in a separate environment with jax 0.9.2 (Brax's agents do not run
     on jax 0.10, see NOTES.md). `--brax-python` names that environment's python; without it,
     `.venv-brax-sac/` is created in the repository from `requirements-brax-sac.txt`. Finished
-    curves are cached in `--brax-results` (results/brax_sac/) by env, steps and seed.
+    curves are cached in `--brax-results` (results/brax_sac/) by env, steps and seed; a cached
+    longer run of the same env and seed is reused, cut at sac_factor x BUDGET.
   * our SAC: `mbrl_jax.algorithms.sac` (the MBPO loop without a model, one update per step),
     for `--our-sac-steps` env steps (default: the budget; 0 skips the row).
 
@@ -68,6 +69,8 @@ class Args:
   """R_smooth averages MBPO's last `smooth` evaluations at or before the budget."""
   our_sac_steps: int | None = None
   """Env steps for our SAC row (None: the budget; 0: skip)."""
+  our_sac_normalize_observations: bool = False
+  """Our SAC row standardises its inputs with running observation statistics (as Brax's SAC)."""
   our_sac_results: pathlib.Path = REPO / "results" / "our_sac"
   """Cache of finished curves of our SAC (ENV_STEPS_seedsN.json); an existing file is reused."""
   out: pathlib.Path | None = None
@@ -140,11 +143,18 @@ def brax_sac_curve(args: Args, steps: int) -> Curve:
   results = []
   for seed in range(args.seeds):
     path = args.brax_results / f"{args.env}_{steps}_seed{seed}.json"
+    longer = sorted((int(p.name.split("_")[-2]), p) for p in
+                    args.brax_results.glob(f"{args.env}_*_seed{seed}.json")
+                    if p.name.split("_")[-2].isdigit() and int(p.name.split("_")[-2]) > steps)
+    if not path.exists() and longer:
+      path = longer[0][1]                    # a longer cached run, cut at `steps` below
     if not path.exists():
       subprocess.run([str(brax_python(args)), str(REPO / "experiments" / "brax_sac_baseline.py"),
                       "--env", args.env, "--env-steps", str(steps), "--seed", str(seed),
                       "--eval-every", str(args.sac_eval_every), "--out", str(path)], check=True)
-    results.append(json.loads(path.read_text()))
+    result = json.loads(path.read_text())
+    keep = [i for i, t in enumerate(result["env_steps"]) if t <= steps]
+    results.append({k: [result[k][i] for i in keep] for k in ("env_steps", "return", "wall_s")})
   n = min(len(r["env_steps"]) for r in results)
   walls = np.array(results[0]["wall_s"][:n])
   steps_arr = np.array(results[0]["env_steps"][:n])
@@ -153,18 +163,23 @@ def brax_sac_curve(args: Args, steps: int) -> Curve:
   return Curve("Brax SAC", steps_arr, np.array([r["return"][:n] for r in results]).T, per_step)
 
 
+def our_sac_name(args: Args) -> str:
+  return "SAC+norm (ours)" if args.our_sac_normalize_observations else "SAC (ours)"
+
+
 def our_sac_curve(args: Args, steps: int) -> Curve:
-  path = args.our_sac_results / f"{args.env}_{steps}_seeds{args.seeds}.json"
+  norm = args.our_sac_normalize_observations
+  path = args.our_sac_results / f"{args.env}_{steps}_seeds{args.seeds}{'_norm' if norm else ''}.json"
   if path.exists():
     saved = json.loads(path.read_text())
-    return Curve("SAC (ours)", np.array(saved["env_steps"]), np.array(saved["returns"]),
+    return Curve(our_sac_name(args), np.array(saved["env_steps"]), np.array(saved["returns"]),
                  saved["seconds_per_env_step"])
   import jax
   import jax.numpy as jnp
 
   from mbrl_jax.algorithms import mbpo, sac
   config = sac.Config(env=args.env, env_steps=steps, init_exploration_steps=5000,
-                      updates_per_step=1, sac=mbpo.SACConfig())
+                      updates_per_step=1, sac=mbpo.SACConfig(normalize_observations=norm))
   keys = jnp.stack([jax.random.key(s) for s in range(args.seeds)])
   walls, clock = [], [time.perf_counter()]
 
@@ -177,7 +192,7 @@ def our_sac_curve(args: Args, steps: int) -> Curve:
 
   _, history = sac.train(keys, config, progress_fn=progress)
   per_step = float(np.median(walls[1:]) / config.epoch_length) if len(walls) > 1 else None
-  curve = Curve("SAC (ours)", history["env_steps"][:, 0], history["return"], per_step)
+  curve = Curve(our_sac_name(args), history["env_steps"][:, 0], history["return"], per_step)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps({"env_steps": curve.steps.tolist(),
                               "returns": curve.returns.tolist(),
@@ -215,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
   smooth = min(args.smooth, len(mbpo.mean))
   smoothed = float(mbpo.mean[-smooth:].mean())
   marks = sorted({int(s) for s in np.linspace(0, args.budget, 7)[1:]})
-  header = (f"{'row':<12} " + " ".join(f"{m // 1000:>5}k" for m in marks)
+  header = (f"{'row':<15} " + " ".join(f"{m // 1000:>5}k" for m in marks)
             + f" {'steps to R':>11} {'ratio':>7} {'to R_smooth':>11} {'ratio':>7}"
             + f" {'s/env step':>10}")
   print(f"\n{args.env}: mean evaluation return at env steps ({args.seeds} seed(s)); "
@@ -237,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
       row[f"steps_to_target{suffix}"], row[f"ratio{suffix}"] = reached, value
       texts.append(f" {reach_text:>11} {ratio_text:>7}")
     sps = f"{curve.seconds_per_step:.4f}" if curve.seconds_per_step else "-"
-    print(f"{curve.name:<12} " + " ".join(f"{curve.at(m):>6.0f}" for m in marks)
+    print(f"{curve.name:<15} " + " ".join(f"{curve.at(m):>6.0f}" for m in marks)
           + "".join(texts) + f" {sps:>10}")
     rows.append(row)
   result = dict(env=args.env, budget=args.budget, seeds=args.seeds, target=target,

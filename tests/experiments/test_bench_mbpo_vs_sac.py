@@ -77,3 +77,16 @@ def test_budget_before_first_evaluation_is_refused(tmp_path):
   with pytest.raises(SystemExit, match="no evaluation at or before the budget 1000"):
     bench.main(["--budget", "1000", "--mbpo-run", str(tmp_path / "mbpo"), "--brax-results",
                 str(tmp_path / "brax"), "--our-sac-steps", "0"])
+
+
+def test_a_longer_cached_brax_run_is_cut_and_reused(tmp_path):
+  _mbpo_run(tmp_path / "mbpo", [[500, 900]])
+  # Only a 40k-step curve is cached; the bench needs 3 x 7k = 21k steps of it.
+  _brax(tmp_path / "brax", 0, [0, 14_000, 21_000, 35_000], [0, 100, 950, 2000], 40_000)
+  result = bench.main(["--env", "hopper", "--budget", "7000", "--sac-factor", "3",
+                       "--mbpo-run", str(tmp_path / "mbpo"), "--brax-results",
+                       str(tmp_path / "brax"), "--our-sac-steps", "0",
+                       "--out", str(tmp_path / "out.json")])
+  brax = result["rows"][1]
+  assert brax["env_steps"] == [0, 14_000, 21_000]
+  assert brax["steps_to_target"] == 21_000 and brax["ratio"] == 3.0
