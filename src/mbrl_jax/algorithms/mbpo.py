@@ -185,8 +185,14 @@ class Config:
 # `mbpo_*.yaml` overrides, which differ in: hopper's schedule (20, 150, 1, 15) against the
 # paper's (20, 100, 1, 15); InvertedPendulum with G = 10 and a fixed alpha of 0.3; walker2d's
 # model lr 3e-4 and weight decay 2e-5; halfcheetah's weight decay 2e-5 and patience 1; and
-# per-env SAC learning rates and target-update intervals (ours: one set, Adam 3e-4, tau 0.005,
-# every update). The SAC networks are 2 x 256 in both. Brax's envs force no change beyond the
+# per-env SAC learning rates and update intervals (the presets keep the paper's one set: Adam
+# 3e-4, tau 0.005, every update; `SACConfig.actor_update_every` / `target_update_every` express
+# mbrl-lib's, e.g. hopper: --sac.actor-lr 3e-5 --sac.target-update-every 4 --fit.patience 10
+# --rollout.schedule 20 150 1 15, which did not do better on one 22k-step hopper run). The SAC
+# networks are 2 x 256 in both. `SACConfig.normalize_observations` (Brax's SAC standardises its
+# inputs) is off here: it lifted our model-free SAC on Brax halfcheetah from -74 at 30k env
+# steps to 589-3616 between 25k and 30k, but MBPO with it was not better on one hopper run
+# (to 19k) or one halfcheetah run (797 against 1482 at 25k). Brax's envs force no change beyond the
 # observation (`mbrl_jax.envs.registry`: root x position included, hopper's velocities
 # unclipped) so that rewards and terminations are functions of (obs, action, next_obs).
 PRESETS: dict[str, Config] = {
