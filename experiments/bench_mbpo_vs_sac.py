@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -139,15 +140,22 @@ def brax_python(args: Args) -> pathlib.Path:
   return python
 
 
+def cached_brax_run(cache: pathlib.Path, env: str, seed: int, steps: int) -> pathlib.Path:
+  """The cache file of a Brax SAC run of `steps` steps, or else of the shortest longer one
+  (cut at `steps` by the caller); the former's path (absent) when neither exists."""
+  path = cache / f"{env}_{steps}_seed{seed}.json"
+  if path.exists():
+    return path
+  pattern = re.compile(rf"{re.escape(env)}_(\d+)_seed{seed}\.json")
+  longer = sorted((int(m.group(1)), p) for p in cache.glob(f"{env}_*_seed{seed}.json")
+                  if (m := pattern.fullmatch(p.name)) and int(m.group(1)) > steps)
+  return longer[0][1] if longer else path
+
+
 def brax_sac_curve(args: Args, steps: int) -> Curve:
   results = []
   for seed in range(args.seeds):
-    path = args.brax_results / f"{args.env}_{steps}_seed{seed}.json"
-    longer = sorted((int(p.name.split("_")[-2]), p) for p in
-                    args.brax_results.glob(f"{args.env}_*_seed{seed}.json")
-                    if p.name.split("_")[-2].isdigit() and int(p.name.split("_")[-2]) > steps)
-    if not path.exists() and longer:
-      path = longer[0][1]                    # a longer cached run, cut at `steps` below
+    path = cached_brax_run(args.brax_results, args.env, seed, steps)
     if not path.exists():
       subprocess.run([str(brax_python(args)), str(REPO / "experiments" / "brax_sac_baseline.py"),
                       "--env", args.env, "--env-steps", str(steps), "--seed", str(seed),
@@ -169,7 +177,8 @@ def our_sac_name(args: Args) -> str:
 
 def our_sac_curve(args: Args, steps: int) -> Curve:
   norm = args.our_sac_normalize_observations
-  path = args.our_sac_results / f"{args.env}_{steps}_seeds{args.seeds}{'_norm' if norm else ''}.json"
+  suffix = "_norm" if norm else ""
+  path = args.our_sac_results / f"{args.env}_{steps}_seeds{args.seeds}{suffix}.json"
   if path.exists():
     saved = json.loads(path.read_text())
     return Curve(our_sac_name(args), np.array(saved["env_steps"]), np.array(saved["returns"]),

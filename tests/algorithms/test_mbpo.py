@@ -159,7 +159,8 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny_run, tmp_
     (dict(rollout=mbpo.RolloutConfig(schedule=(1, 3, 4, 2))), "rollout.schedule"),
     (dict(model=mbpo.ModelConfig(num_members=2, num_elites=3)), "model.num_elites"),
     (dict(sac=mbpo.SACConfig(tau=0.0)), "sac"),
-    (dict(sac=mbpo.SACConfig(target_update_every=0)), "sac target_update_every must be a positive int"),
+    (dict(sac=mbpo.SACConfig(target_update_every=0)),
+     "sac target_update_every must be a positive int"),
 ])
 def test_bad_config_is_refused_before_compiling(change, message):
   with pytest.raises(ValueError, match=message):

@@ -192,9 +192,10 @@ class Config:
 # networks are 2 x 256 in both. `SACConfig.normalize_observations` (Brax's SAC standardises its
 # inputs) is off here: it lifted our model-free SAC on Brax halfcheetah from -74 at 30k env
 # steps to 589-3616 between 25k and 30k, but MBPO with it was not better on one hopper run
-# (to 19k) or one halfcheetah run (797 against 1482 at 25k). Brax's envs force no change beyond the
-# observation (`mbrl_jax.envs.registry`: root x position included, hopper's velocities
-# unclipped) so that rewards and terminations are functions of (obs, action, next_obs).
+# (to 19k) or one halfcheetah run (797 against 1482 at 25k). Brax's envs force no change
+# beyond the observation (`mbrl_jax.envs.registry`: root x position included, hopper's
+# velocities unclipped) so that rewards and terminations are functions of (obs, action,
+# next_obs).
 PRESETS: dict[str, Config] = {
     # MBPO's InvertedPendulum settings (E = 250, k = 1, M = 400, G = 20, target entropy -0.05),
     # with a shorter model fit (at most 20 epochs).

@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mbrl_jax.models import normalizer as normalizer_lib
 from mbrl_jax.types import PRNGKey, Transition
 
 LOG_2 = math.log(2.0)
@@ -268,7 +269,9 @@ def make_sac(
     if not normalize_observations:
       return obs
     st = jax.lax.stop_gradient(params.obs_stats)
-    return (obs - st.mean) / jnp.maximum(jnp.sqrt(st.var), min_obs_std)
+    return normalizer_lib.normalize(
+        normalizer_lib.Normalizer(mean=st.mean, std=jnp.maximum(jnp.sqrt(st.var), min_obs_std)),
+        obs)
 
   def observe(state: SACState, obs: jax.Array) -> SACState:
     if obs.ndim != 2 or obs.shape[-1] != obs_size:
