@@ -90,8 +90,10 @@ def test_init_shapes_and_counters():
   assert not np.any(rb.valid_mask(state))
   with pytest.raises(ValueError, match="capacity"):
     rb.init(0, example())
-  with pytest.raises(TypeError, match="Transition"):
-    rb.init(4, dict(obs=1))
+  with pytest.raises(ValueError, match="no array leaves"):
+    rb.init(4, {})
+  with pytest.raises(ValueError, match="'extras.note'.*dtype"):
+    rb.init(4, dict(obs=np.zeros(2), extras=dict(note=np.array(["a"], object))))
 
 
 def test_add_single_and_batch():
