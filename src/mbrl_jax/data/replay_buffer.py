@@ -47,6 +47,24 @@ from top-level leaves of the experience, by the first rule that applies:
    whose flag is nonzero ends its episode, so the next step starts one.
 3. Neither: episode boundaries are unknown; only `cross_episodes=True`
    sampling is possible.
+
+Example: two 5-step episodes marked by `is_first`; a window of 5 steps lies
+within one episode unless `cross_episodes=True`.
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mbrl_jax import data
+  >>> step = dict(obs=jnp.zeros(3), reward=jnp.zeros(()),
+  ...             is_first=jnp.zeros((), bool))
+  >>> buf = data.init(100, step)
+  >>> buf = data.add(buf, dict(obs=jnp.ones((10, 3)), reward=jnp.arange(10.0),
+  ...                          is_first=jnp.arange(10) % 5 == 0))
+  >>> windows, ok = data.sample_sequences(buf, jax.random.key(0), 8, 5)
+  >>> windows["obs"].shape, bool(ok)
+  ((8, 5, 3), True)
+  >>> sorted(set(data.sequence_start_mask(buf, 5).nonzero()[0].tolist()))
+  [0, 5]
+  >>> int(data.sequence_start_mask(buf, 5, cross_episodes=True).sum())
+  6
 """
 
 from __future__ import annotations
@@ -190,9 +208,11 @@ def init(capacity: int, example: Any) -> BufferState:
     example: one item WITHOUT a batch axis: any pytree (a Transition, a
       NamedTuple, a dict, ...) whose leaves are arrays, numpy arrays, Python
       scalars or `jax.ShapeDtypeStruct`s; only its structure, shapes and
-      dtypes are used. Dtypes are canonicalised for the current JAX config
-      (float64 -> float32 unless x64 is enabled). A top-level `is_first` leaf
-      must be a [] bool (see the module docstring on episode boundaries).
+      dtypes are used. A Python list or tuple is a tree node (its entries
+      become leaves): give a vector leaf as an array. Dtypes are
+      canonicalised for the current JAX config (float64 -> float32 unless
+      x64 is enabled). A top-level `is_first` leaf must be a [] bool (see
+      the module docstring on episode boundaries).
 
   Returns:
     An empty BufferState; each data leaf is zeros [C, *example_leaf.shape],
