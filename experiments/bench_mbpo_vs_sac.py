@@ -113,7 +113,9 @@ def mbpo_curve(run_dir: pathlib.Path, budget: int) -> Curve:
   if not keep.any():
     raise SystemExit(f"error: {run_dir} has no evaluation at or before the budget {budget} "
                      f"(its first is at {steps.min()} env steps)")
-  returns = np.array([[by_epoch[e][s]["return"] for s in seeds] for e in epochs])
+  # "return" in runs written before the metric names were namespaced.
+  returns = np.array([[by_epoch[e][s].get("eval/return", by_epoch[e][s].get("return"))
+                       for s in seeds] for e in epochs])
   walls = np.array([by_epoch[e][seeds[0]].get("wall_s", np.nan) for e in epochs])
   epoch_length = np.diff(steps).min() if len(steps) > 1 else np.nan
   per_step = float(np.nanmedian(walls[1:]) / epoch_length) if len(walls) > 1 else None
@@ -186,6 +188,7 @@ def our_sac_curve(args: Args, steps: int) -> Curve:
   import jax
   import jax.numpy as jnp
 
+  from mbrl_jax import run
   from mbrl_jax.algorithms import mbpo, sac
   config = sac.Config(env=args.env, env_steps=steps, init_exploration_steps=5000,
                       updates_per_step=1, sac=mbpo.SACConfig(normalize_observations=norm))
@@ -197,11 +200,11 @@ def our_sac_curve(args: Args, steps: int) -> Curve:
     walls.append(now - clock[0])
     clock[0] = now
     print(f"our SAC {args.env}: env steps {int(metrics['env_steps'].mean())} | eval return "
-          f"{metrics['return'].mean():.1f} | {walls[-1]:.1f} s", flush=True)
+          f"{metrics['eval/return'].mean():.1f} | {walls[-1]:.1f} s", flush=True)
 
-  _, history = sac.train(keys, config, progress_fn=progress)
+  _, history = run.train(sac.make(config), keys, progress_fn=progress)
   per_step = float(np.median(walls[1:]) / config.epoch_length) if len(walls) > 1 else None
-  curve = Curve(our_sac_name(args), history["env_steps"][:, 0], history["return"], per_step)
+  curve = Curve(our_sac_name(args), history["env_steps"][:, 0], history["eval/return"], per_step)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps({"env_steps": curve.steps.tolist(),
                               "returns": curve.returns.tolist(),

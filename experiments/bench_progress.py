@@ -84,7 +84,7 @@ def main(args: Args) -> list[dict]:
       writer.write([{"seed": s, "trial": trial, **{k: v[s] for k, v in metrics.items()}}
                     for s in range(args.seeds)])
       bar.update(1)
-      bar.set_postfix(ret=f"{metrics['return'].mean():.1f}")
+      bar.set_postfix(ret=f"{metrics['train/return'].mean():.1f}")
       host["s"] += time.perf_counter() - t0
 
     return progress_fn

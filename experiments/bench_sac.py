@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import tyro
 
+from mbrl_jax import run as run_lib
 from mbrl_jax.algorithms import sac
 from mbrl_jax.run import write_jsonl_rows
 from mbrl_jax.run.plot import plot_learning_curves
@@ -67,10 +68,10 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
     now = time.perf_counter()
     wall, clock["t"] = now - clock["t"], now
     walls.append(wall)
-    r = metrics["return"]
+    r = metrics["eval/return"]
     print(f"epoch {epoch}: env steps {int(metrics['env_steps'].mean())} | eval return mean "
           f"{r.mean():.1f} min {r.min():.1f} max {r.max():.1f} | alpha "
-          f"{metrics['alpha'].mean():.3f} | {wall:.1f} s", flush=True)
+          f"{metrics['sac/alpha'].mean():.3f} | {wall:.1f} s", flush=True)
     if metrics_path is not None:
       write_jsonl_rows(metrics_path, [
           {"seed": s, "epoch": epoch, "trial": epoch, "wall_s": wall,
@@ -79,12 +80,12 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   print(f"SAC on {config.env}: seeds {seeds}, {config.env_steps} env steps "
         f"({config.init_exploration_steps} random), {config.updates_per_step} update(s) per "
         f"step, batch {config.sac.batch_size}", flush=True)
-  _, history = sac.train(keys, config, progress_fn=progress)
-  mean = history["return"].mean(-1)
+  _, history = run_lib.train(sac.make(config), keys, progress_fn=progress)
+  mean = history["eval/return"].mean(-1)
   reached = np.nonzero(mean >= args.target)[0]
   first = int(history["env_steps"][reached[0]].mean()) if len(reached) else None
   steady = walls[1:] if len(walls) > 1 else walls
-  print(f"final mean eval return {mean[-1]:.1f} (per seed {history['return'][-1].round(1)}); "
+  print(f"final mean eval return {mean[-1]:.1f} (per seed {history['eval/return'][-1].round(1)}); "
         f"best epoch mean {mean.max():.1f}")
   print(f"target {args.target}: " + (f"first reached at {first} env steps" if first is not None
                                      else "not reached"))

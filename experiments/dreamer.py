@@ -21,31 +21,13 @@ import numpy as np
 
 from mbrl_jax import run as run_lib
 from mbrl_jax.algorithms import dreamer
-from mbrl_jax.models import rssm
 from mbrl_jax.run import cli as run_cli
 from mbrl_jax.run.plot import plot_learning_curves
 
-PRESETS: dict[str, dreamer.Config] = {
-    # Minutes on a 2-core CPU: a short pendulum run with the CPU-sized model.
-    "quick": dreamer.Config(env="pendulum", env_steps=6000, prefill=1000, chunk_steps=1000,
-                            train_every=5),
-    # The pendulum acceptance run (vector observations, 50k env steps).
-    "pendulum": dreamer.Config(env="pendulum", env_steps=50_000, prefill=1000,
-                               chunk_steps=1000, train_every=5),
-    # Pendulum from 32 x 32 pixels, sized for a 2-core CPU (the pixel acceptance run): shorter
-    # replay windows than the vector run, the same 5 env steps per train step.
-    "pixels": dreamer.Config(env="pendulum", pixels=True, image_size=32, env_steps=100_000,
-                             prefill=1000, chunk_steps=1000, train_every=5, batch_size=16,
-                             seq_len=32),
-    # DreamerV3 "S"-like sizes for accelerators.
-    "large": dreamer.Config(env="pendulum", env_steps=100_000, prefill=2500, chunk_steps=2500,
-                            train_every=2, world_model=rssm.PRESETS["large"]),
-}
-
 
 def parse(argv: list[str]) -> run_cli.RunArgs[dreamer.Config]:
-  return run_cli.parse(argv, config_cls=dreamer.Config, presets=PRESETS, default_preset="quick",
-                       description=__doc__)
+  return run_cli.parse(argv, config_cls=dreamer.Config, presets=dreamer.PRESETS,
+                       default_preset="quick", description=__doc__)
 
 
 def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -53,16 +35,15 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   config = args.config
   kind = "pixels" if config.pixels else "vector"
   run = run_cli.start(args, name="dreamer", validate=dreamer.validate,
-                      meta_fn=dreamer.checkpoint_meta,
                       run_name=f"dreamer-{config.env}-{kind}-{args.preset}-"
                                f"{time.strftime('%Y%m%d-%H%M%S')}")
 
   def line(chunk: int, metrics: dict, wall: float) -> str:
-    r = metrics["eval_return"]
+    r = metrics["eval/return"]
     return (f"chunk {chunk}: env steps {int(metrics['env_steps'].mean())} | eval return "
             f"mean {r.mean():.1f} min {r.min():.1f} max {r.max():.1f} | train return "
-            f"{np.nanmean(metrics['train_return']):.1f} | wm loss "
-            f"{metrics['wm_loss'].mean():.3f} | {wall:.1f} s "
+            f"{np.nanmean(metrics['train/return']):.1f} | wm loss "
+            f"{metrics['model/loss'].mean():.3f} | {wall:.1f} s "
             f"({1e3 * wall / config.chunk_steps:.1f} ms per env step)")
 
   what = (f"resuming {run.out} after chunk {run.resume_from - 1}"
@@ -73,13 +54,14 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   progress = run.progress(total=config.num_chunks, desc=f"Dreamer {config.env} ({kind})",
                           index="chunk", line_fn=line)
   try:
-    _, history = dreamer.train(run.keys, config, progress_fn=progress, **run.train_kwargs)
+    _, history = run_lib.train(dreamer.make(config), run.keys, progress_fn=progress,
+                               **run.train_kwargs)
   except (run_lib.CheckpointError, FloatingPointError) as e:
     raise SystemExit(f"error: {e}") from None
   finally:
     run.close()
   png = plot_learning_curves([run.out], run.out / "learning_curve.png", x="env_steps",
-                             y="eval_return",
+                             y="eval/return",
                              title=f"Dreamer {config.env} ({kind}, {args.preset})")
   print(f"wrote {run.writer.jsonl}, {run.writer.csv}, {run.out / 'config.json'}, {png}")
   return history

@@ -19,45 +19,29 @@ import sys
 
 import numpy as np
 
-from mbrl_jax import models
 from mbrl_jax import run as run_lib
 from mbrl_jax.algorithms import mbpo
 from mbrl_jax.run import cli as run_cli
 from mbrl_jax.run.plot import plot_learning_curves
 
-PRESETS: dict[str, mbpo.Config] = {
-    # A minute or two on a 2-core CPU: our pendulum, small networks, short rollouts.
-    "quick": mbpo.Config(
-        env="pendulum", env_steps=2000, epoch_length=200, init_exploration_steps=200,
-        model_train_every=100, updates_per_step=5, real_ratio=0.05, eval_episodes=3,
-        model=mbpo.ModelConfig(num_members=7, num_elites=5, hidden_sizes=(64, 64)),
-        fit=models.FitConfig(learning_rate=1e-3, weight_decay=5e-5, batch_size=64,
-                             max_epochs=10, holdout_ratio=0.2, patience=5),
-        rollout=mbpo.RolloutConfig(schedule=(1, 5, 1, 3), rollouts_per_step=20,
-                                   retain_epochs=1),
-        sac=mbpo.SACConfig(hidden_sizes=(64, 64), actor_lr=1e-3, critic_lr=1e-3,
-                           alpha_lr=1e-3, batch_size=128)),
-    **mbpo.PRESETS,
-}
-
 
 def parse(argv: list[str]) -> run_cli.RunArgs[mbpo.Config]:
-  return run_cli.parse(argv, config_cls=mbpo.Config, presets=PRESETS, default_preset="quick",
-                       description=__doc__)
+  return run_cli.parse(argv, config_cls=mbpo.Config, presets=mbpo.PRESETS,
+                       default_preset="quick", description=__doc__)
 
 
 def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   args = parse(sys.argv[1:] if argv is None else argv)
   config = args.config
-  run = run_cli.start(args, name="mbpo", validate=mbpo.validate, meta_fn=mbpo.checkpoint_meta)
+  run = run_cli.start(args, name="mbpo", validate=mbpo.validate)
 
   def line(epoch: int, metrics: dict, wall: float) -> str:
-    r = metrics["return"]
+    r = metrics["eval/return"]
     return (f"epoch {epoch + 1}/{config.epochs}: eval return mean {r.mean():.1f} "
             f"min {r.min():.1f} max {r.max():.1f} | env steps "
-            f"{int(metrics['env_steps'].mean())} | k {int(metrics['rollout_length'].mean())} | "
-            f"model holdout mse {metrics['model_holdout_mse'].mean():.2e} | alpha "
-            f"{metrics['alpha'].mean():.3f} | {wall:.1f} s "
+            f"{int(metrics['env_steps'].mean())} | k {int(metrics['rollout/length'].mean())} | "
+            f"model holdout mse {metrics['model/holdout_mse'].mean():.2e} | alpha "
+            f"{metrics['sac/alpha'].mean():.3f} | {wall:.1f} s "
             f"({wall / config.epoch_length * 1e3:.1f} ms/step)")
 
   what = (f"resuming {run.out} after epoch {run.resume_from - 1}"
@@ -68,7 +52,8 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   progress = run.progress(total=config.epochs, desc=f"MBPO {config.env}", index="epoch",
                           line_fn=line)
   try:
-    _, history = mbpo.train(run.keys, config, progress_fn=progress, **run.train_kwargs)
+    _, history = run_lib.train(mbpo.make(config), run.keys, progress_fn=progress,
+                               **run.train_kwargs)
   except (run_lib.CheckpointError, FloatingPointError) as e:
     raise SystemExit(f"error: {e}") from None
   finally:
@@ -76,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   png = plot_learning_curves([run.out], run.out / "learning_curve.png", x="env_steps",
                              title=f"MBPO {config.env} ({args.preset})")
   print("evaluation return per epoch (rows: epochs, columns: seeds):")
-  for e, (steps, r) in enumerate(zip(history["env_steps"], history["return"])):
+  for e, (steps, r) in enumerate(zip(history["env_steps"], history["eval/return"])):
     print(f"  epoch {e} ({int(np.mean(steps))} steps): "
           + " ".join(f"{v:8.1f}" for v in np.atleast_1d(r)))
   print(f"wrote {run.writer.jsonl}, {run.writer.csv}, {run.out / 'config.json'}, {png}")

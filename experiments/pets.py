@@ -18,46 +18,28 @@ import sys
 
 import numpy as np
 
-from mbrl_jax import models
 from mbrl_jax import run as run_lib
 from mbrl_jax.algorithms import pets
 from mbrl_jax.run import cli as run_cli
 from mbrl_jax.run.plot import plot_learning_curves
 
-PRESETS: dict[str, pets.Config] = {
-    # A few minutes on a 2-core CPU: the PETS model, a smaller planner.
-    "quick": pets.Config(
-        env="cartpole_continuous", trials=5, random_trials=1, trial_length=200,
-        planner=pets.PlannerConfig(optimizer="cem", horizon=15, population=100, iterations=5,
-                                   elite_ratio=0.1, alpha=0.1, num_particles=10)),
-    # mbrl-lib's PETS example notebook (cartpole_continuous).
-    "mbrl-lib-notebook": pets.Config(
-        env="cartpole_continuous", trials=5, random_trials=1, trial_length=200,
-        model=pets.ModelConfig(num_members=5, hidden_sizes=(200, 200, 200), activation="silu"),
-        fit=models.FitConfig(learning_rate=1e-3, weight_decay=5e-5, batch_size=32,
-                             max_epochs=50, holdout_ratio=0.05, patience=None),
-        planner=pets.PlannerConfig(optimizer="cem", horizon=15, population=350, iterations=5,
-                                   elite_ratio=0.1, alpha=0.1, return_mean_elites=True,
-                                   num_particles=20, propagation="tsinf")),
-}
-
 
 def parse(argv: list[str]) -> run_cli.RunArgs[pets.Config]:
-  return run_cli.parse(argv, config_cls=pets.Config, presets=PRESETS, default_preset="quick",
-                       description=__doc__)
+  return run_cli.parse(argv, config_cls=pets.Config, presets=pets.PRESETS,
+                       default_preset="quick", description=__doc__)
 
 
 def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   args = parse(sys.argv[1:] if argv is None else argv)
   config = args.config
-  run = run_cli.start(args, name="pets", validate=pets.validate, meta_fn=pets.checkpoint_meta)
+  run = run_cli.start(args, name="pets", validate=pets.validate)
   total = config.random_trials + config.trials
 
   def line(trial: int, metrics: dict, wall: float) -> str:
-    r = metrics["return"]
+    r = metrics["train/return"]
     extra = ""
-    if "model_holdout_mse" in metrics:
-      extra = f" | model holdout mse {metrics['model_holdout_mse'].mean():.2e}"
+    if "model/holdout_mse" in metrics:
+      extra = f" | model holdout mse {metrics['model/holdout_mse'].mean():.2e}"
     return (f"trial {trial}/{total - 1}: return mean {r.mean():.1f} min {r.min():.1f} "
             f"max {r.max():.1f} | env steps {int(metrics['env_steps'].mean())}{extra} | "
             f"{wall:.1f} s")
@@ -69,7 +51,8 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
         f"{config.trial_length} steps {what}", flush=True)
   progress = run.progress(total=total, desc=f"PETS {config.env}", index="trial", line_fn=line)
   try:
-    _, history = pets.train(run.keys, config, progress_fn=progress, **run.train_kwargs)
+    _, history = run_lib.train(pets.make(config), run.keys, progress_fn=progress,
+                               **run.train_kwargs)
   except (run_lib.CheckpointError, FloatingPointError) as e:
     raise SystemExit(f"error: {e}") from None
   finally:
@@ -77,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   png = plot_learning_curves([run.out], run.out / "learning_curve.png",
                              title=f"PETS {config.env} ({args.preset})")
   print("returns per trial (rows: trials, columns: seeds):")
-  for t, r in enumerate(history["return"]):
+  for t, r in enumerate(history["train/return"]):
     print(f"  trial {t}: " + " ".join(f"{v:6.1f}" for v in np.atleast_1d(r)))
   print(f"wrote {run.writer.jsonl}, {run.writer.csv}, {run.out / 'config.json'}, {png}")
   return history

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mbrl_jax import run as run_lib
 from mbrl_jax.algorithms import dreamer
 from mbrl_jax.models import rssm
 from mbrl_jax.policies import imagination as im
@@ -25,18 +26,19 @@ def test_seeds_vmap_and_second_chunk_does_not_recompile():
   keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
   compiles = []
   with count_compilations() as counter:
-    state, history = dreamer.train(keys, TINY,
+    state, history = run_lib.train(dreamer.make(TINY), keys,
                                    progress_fn=lambda c, m: compiles.append(counter.count))
   assert len(compiles) == 3
   assert compiles[0] >= 1 and compiles[2] == compiles[1] == compiles[0], compiles
-  assert history["eval_return"].shape == (3, 2)
+  assert history["eval/return"].shape == (3, 2)
   np.testing.assert_array_equal(history["env_steps"][:, 0], [60, 80, 100])
   np.testing.assert_array_equal(history["updates"][:, 1], [2, 4, 6])
-  assert np.all(history["valid_batch"] == 1.0)
-  assert np.all(np.isfinite(history["wm_loss"])) and np.all(np.isfinite(history["actor_loss"]))
+  assert np.all(history["model/valid_batch"] == 1.0)
+  assert np.all(np.isfinite(history["model/loss"]))
+  assert np.all(np.isfinite(history["actor_critic/actor_loss"]))
   # A 200-step pendulum episode has a finite return in [-16.3 * 200, 0].
-  assert np.all(history["eval_return"] <= 0) and np.all(history["eval_return"] > -3300)
-  assert np.all(history["eval_return_min"] <= history["eval_return"])
+  assert np.all(history["eval/return"] <= 0) and np.all(history["eval/return"] > -3300)
+  assert np.all(history["eval/return_min"] <= history["eval/return"])
   # The buffer holds every env step, per seed, and the seeds differ.
   np.testing.assert_array_equal(state.buffer.size, [100, 100])
   assert not np.allclose(state.buffer.data.obs[0], state.buffer.data.obs[1])
@@ -47,11 +49,11 @@ def test_seeds_vmap_and_second_chunk_does_not_recompile():
 @pytest.mark.slow
 def test_pixels_chunk_runs():
   config = dataclasses.replace(TINY, pixels=True, image_size=16, env_steps=60)
-  state, history = dreamer.train(jax.random.key(3), config)
+  state, history = run_lib.train(dreamer.make(config), jax.random.key(3))
   assert state.buffer.data.obs.shape == (60, 16, 16, 3)   # capacity = env_steps
   assert state.buffer.data.obs.dtype == jnp.uint8
   assert int(state.buffer.data.obs.max()) > 0
-  assert history["wm_recon"].shape == (1,) and np.isfinite(history["wm_recon"][0])
+  assert history["model/recon"].shape == (1,) and np.isfinite(history["model/recon"][0])
 
 
 def test_config_errors_name_the_field():
@@ -68,13 +70,12 @@ def test_config_errors_name_the_field():
   with pytest.raises(ValueError, match="imag_starts"):
     dreamer.validate(dataclasses.replace(TINY, imag_starts=0))
   with pytest.raises(ValueError, match="typed PRNG key"):
-    dreamer.train(jax.random.PRNGKey(0), TINY)
+    run_lib.train(dreamer.make(TINY), jax.random.PRNGKey(0))
 
 
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path):
-  from mbrl_jax import run as run_lib
   key = jax.random.key(5)
-  full_state, full = dreamer.train(key, TINY, checkpoint_dir=str(tmp_path / "full"))
+  full_state, full = run_lib.train(dreamer.make(TINY), key, checkpoint_dir=str(tmp_path / "full"))
 
   class Interrupt(Exception):
     pass
@@ -85,10 +86,10 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path):
 
   directory = str(tmp_path / "cut")
   with pytest.raises(Interrupt):
-    dreamer.train(key, TINY, checkpoint_dir=directory, progress_fn=die)
-  assert run_lib.Checkpointer(directory, meta=dreamer.checkpoint_meta(key, TINY)) \
+    run_lib.train(dreamer.make(TINY), key, checkpoint_dir=directory, progress_fn=die)
+  assert run_lib.Checkpointer(directory, meta=run_lib.run_meta("dreamer", key, TINY)) \
       .latest_step() == 1
-  state, history = dreamer.train(key, TINY, checkpoint_dir=directory, resume=True)
+  state, history = run_lib.train(dreamer.make(TINY), key, checkpoint_dir=directory, resume=True)
   for name in full:
     np.testing.assert_array_equal(history[name], full[name], err_msg=name)
   for a, b in zip(jax.tree.leaves(state.model_params), jax.tree.leaves(full_state.model_params)):

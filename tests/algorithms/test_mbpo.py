@@ -11,6 +11,7 @@ import pytest
 
 from mbrl_jax import data as buffer_lib
 from mbrl_jax import models
+from mbrl_jax import run as run_lib
 from mbrl_jax.algorithms import mbpo
 from mbrl_jax.types import Transition
 from tests.conftest import count_compilations
@@ -62,23 +63,6 @@ def test_branched_rollouts_stop_at_termination_and_length():
   np.testing.assert_array_equal(valid2.sum(0), [2, 2, 1, 1, 2])
 
 
-def test_add_masked_matches_adding_the_valid_rows():
-  example = Transition(obs=jnp.zeros((1,)), action=jnp.zeros((1,)), reward=jnp.zeros(()),
-                       next_obs=jnp.zeros((1,)), terminated=jnp.zeros(()), truncated=jnp.zeros(()))
-  rows = Transition(obs=jnp.arange(7.0)[:, None], action=jnp.zeros((7, 1)),
-                    reward=jnp.arange(7.0), next_obs=jnp.zeros((7, 1)), terminated=jnp.zeros(7),
-                    truncated=jnp.zeros(7))
-  valid = jnp.array([1, 0, 1, 1, 0, 1, 1], bool)
-  buf = buffer_lib.add(buffer_lib.init(5, example), jax.tree.map(lambda x: x[:3], rows))
-  got = jax.jit(mbpo.add_masked)(buf, rows, valid)
-  want = buffer_lib.add(buf, jax.tree.map(lambda x: x[np.asarray(valid)], rows))
-  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    np.testing.assert_array_equal(a, b)
-  # The newest-window sampler only returns the newest rows.
-  sample = mbpo.sample_newest(got, jax.random.key(0), 200, jnp.asarray(2))
-  assert set(np.asarray(sample.reward).tolist()) == {5.0, 6.0}
-
-
 @pytest.fixture(scope="module")
 def tiny_run():
   """Two seeds vmapped; counts the compilations after the first epoch's progress call."""
@@ -92,7 +76,7 @@ def tiny_run():
         counter.append(stack.enter_context(count_compilations()))
 
     keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
-    state, history = mbpo.train(keys, TINY, progress_fn=progress)
+    state, history = run_lib.train(mbpo.make(TINY), keys, progress_fn=progress)
     compiles_after_first_epoch = counter[0].count
   return state, history, epochs, compiles_after_first_epoch
 
@@ -100,12 +84,12 @@ def tiny_run():
 def test_tiny_run_follows_schedule_and_counts(tiny_run):
   state, history, epochs, _ = tiny_run
   assert TINY.epochs == 3 and epochs == [0, 1, 2]
-  assert history["return"].shape == (3, 2)
-  np.testing.assert_array_equal(history["rollout_length"], [[1, 1], [2, 2], [3, 3]])
+  assert history["eval/return"].shape == (3, 2)
+  np.testing.assert_array_equal(history["rollout/length"], [[1, 1], [2, 2], [3, 3]])
   # Pendulum never terminates, so every rollout runs exactly k steps.
   k = np.broadcast_to(np.array([1, 2, 3])[:, None], (3, 2))
-  np.testing.assert_array_equal(history["rollout_transitions"], TINY.rollout_batch * k)
-  np.testing.assert_allclose(history["rollout_mean_length"], k)
+  np.testing.assert_array_equal(history["rollout/transitions"], TINY.rollout_batch * k)
+  np.testing.assert_allclose(history["rollout/mean_length"], k)
   np.testing.assert_array_equal(history["env_steps"], [[60, 60], [80, 80], [100, 100]])
   refits = TINY.epoch_length // TINY.model_train_every
   assert (np.asarray(state.model_buffer.total_added)
@@ -113,11 +97,11 @@ def test_tiny_run_follows_schedule_and_counts(tiny_run):
   assert (np.asarray(state.real.size) == 100).all()
   assert (np.asarray(state.sac.steps) == 3 * TINY.epoch_length * TINY.updates_per_step).all()
   # Evaluation: pendulum returns are negative and at most 30 steps of cost 16.3.
-  assert np.all(history["return"] < 0) and np.all(history["return"] > -30 * 16.3)
-  assert np.all(np.isfinite(history["model_holdout_mse"]))
-  assert np.all(np.isfinite(history["critic_loss"]))
+  assert np.all(history["eval/return"] < 0) and np.all(history["eval/return"] > -30 * 16.3)
+  assert np.all(np.isfinite(history["model/holdout_mse"]))
+  assert np.all(np.isfinite(history["sac/critic_loss"]))
   # Seeds differ.
-  assert history["return"][0, 0] != history["return"][0, 1]
+  assert history["eval/return"][0, 0] != history["eval/return"][0, 1]
 
 
 def test_later_epochs_do_not_recompile(tiny_run):
@@ -137,9 +121,9 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny_run, tmp_
       raise Interrupt
 
   with pytest.raises(Interrupt):
-    mbpo.train(keys, TINY, checkpoint_dir=str(tmp_path), progress_fn=die)
+    run_lib.train(mbpo.make(TINY), keys, checkpoint_dir=str(tmp_path), progress_fn=die)
   seen = []
-  state, history = mbpo.train(keys, TINY, checkpoint_dir=str(tmp_path), resume=True,
+  state, history = run_lib.train(mbpo.make(TINY), keys, checkpoint_dir=str(tmp_path), resume=True,
                               progress_fn=lambda e, m: seen.append(e))
   assert seen == [2]
   for name in full:
@@ -173,16 +157,16 @@ def test_model_free_sac_runs_on_the_same_loop():
                            init_exploration_steps=20, updates_per_step=2, episode_length=25,
                            eval_episodes=1, sac=mbpo.SACConfig(hidden_sizes=(8,), batch_size=8,
                                                                normalize_observations=True))
-  state, history = sac_algo.train(jax.random.key(0), config)
+  state, history = run_lib.train(sac_algo.make(config), jax.random.key(0))
   # The observation statistics cover exactly the real observations (exploration included).
   real_obs = np.asarray(state.real.data.obs)
   assert float(state.sac.params.obs_stats.count) == 60
   np.testing.assert_allclose(state.sac.params.obs_stats.mean, real_obs.mean(0), atol=1e-5)
   np.testing.assert_allclose(state.sac.params.obs_stats.var, real_obs.var(0), rtol=1e-4)
   assert state.model_buffer is None and state.fit_state is None
-  assert "model_holdout_mse" not in history and "rollout_length" not in history
+  assert "model/holdout_mse" not in history and "rollout/length" not in history
   np.testing.assert_array_equal(history["env_steps"], [40, 60])
   assert int(state.sac.steps) == 2 * 20 * 2 and int(state.real.size) == 60
-  assert np.all(np.isfinite(history["critic_loss"])) and np.all(history["return"] < 0)
+  assert np.all(np.isfinite(history["sac/critic_loss"])) and np.all(history["eval/return"] < 0)
   with pytest.raises(ValueError, match="SAC config: env_steps"):
     sac_algo.validate(dataclasses.replace(config, env_steps=5))

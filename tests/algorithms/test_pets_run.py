@@ -37,7 +37,7 @@ def _leaves(state):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
   directory = tmp_path_factory.mktemp("full") / "ckpt"
-  state, history = pets.train(KEYS, TINY, checkpoint_dir=str(directory))
+  state, history = run_lib.train(pets.make(TINY), KEYS, checkpoint_dir=str(directory))
   return state, history, directory
 
 
@@ -54,12 +54,12 @@ def test_resume_equals_uninterrupted_run(uninterrupted, tmp_path):
       raise Interrupt
 
   with pytest.raises(Interrupt):
-    pets.train(KEYS, TINY, checkpoint_dir=directory, progress_fn=die_at_trial_2)
-  ckpt = run_lib.Checkpointer(directory, meta=pets.checkpoint_meta(KEYS, TINY))
+    run_lib.train(pets.make(TINY), KEYS, checkpoint_dir=directory, progress_fn=die_at_trial_2)
+  ckpt = run_lib.Checkpointer(directory, meta=run_lib.run_meta("pets", KEYS, TINY))
   assert ckpt.latest_step() == 2
 
   seen = []
-  state, history = pets.train(KEYS, TINY, checkpoint_dir=directory, resume=True,
+  state, history = run_lib.train(pets.make(TINY), KEYS, checkpoint_dir=directory, resume=True,
                               progress_fn=lambda t, m: seen.append(t))
   assert seen == [2, 3]                                   # only the trials still to do
   assert set(history) == set(full_history)
@@ -73,9 +73,9 @@ def test_checkpoint_of_another_run_is_refused(uninterrupted):
   _, _, directory = uninterrupted
   other = dataclasses.replace(TINY, planner=dataclasses.replace(TINY.planner, horizon=6))
   with pytest.raises(run_lib.CheckpointError, match=r"planner\.horizon: checkpoint has 5"):
-    pets.train(KEYS, other, checkpoint_dir=str(directory), resume=True)
+    run_lib.train(pets.make(other), KEYS, checkpoint_dir=str(directory), resume=True)
   with pytest.raises(run_lib.CheckpointError, match=r"keys"):
-    pets.train(KEYS[::-1], TINY, checkpoint_dir=str(directory), resume=True)
+    run_lib.train(pets.make(TINY), KEYS[::-1], checkpoint_dir=str(directory), resume=True)
 
 
 def test_nan_in_the_model_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
@@ -102,12 +102,12 @@ def test_nan_in_the_model_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, 
   config = dataclasses.replace(TINY, random_trials=2, trials=3)
   directory = tmp_path / "ckpt"
   with pytest.raises(FloatingPointError) as info:
-    pets.train(jax.random.key(0), config, checkpoint_dir=str(directory))
+    run_lib.train(pets.make(config), jax.random.key(0), checkpoint_dir=str(directory))
   message = str(info.value)
   print(message)
-  assert "PETS trial 3: NaN/Inf in the model parameters" in message
+  assert "pets trial 3: NaN/Inf in the model parameters" in message
   assert f"last good checkpoint is {directory / '3'}" in message
-  ckpt = run_lib.Checkpointer(directory, meta=pets.checkpoint_meta(jax.random.key(0), config))
+  ckpt = run_lib.Checkpointer(directory, meta=run_lib.run_meta("pets", jax.random.key(0), config))
   assert ckpt.latest_step() == 3
   template = jax.eval_shape(lambda k: pets.init(k, config), jax.random.key(0))
   state, _ = ckpt.restore(template)
@@ -125,19 +125,20 @@ FORCED_DEVICES = textwrap.dedent("""
     config = dataclasses.replace(TINY, trials=1)
     keys = jnp.stack([jax.random.key(s) for s in range(4)])
     sharded = run_lib.shard_seeds(keys, run_lib.seed_mesh(4))
-    state4, hist4 = pets.train(sharded, config)
+    state4, hist4 = run_lib.train(pets.make(config), sharded)
     placed = state4.fit_state.params.net
     print("devices holding the params:", len(jax.tree.leaves(placed)[0].sharding.device_set))
     assert len(jax.tree.leaves(placed)[0].sharding.device_set) == 4
-    state1, hist1 = pets.train(jax.device_put(keys, jax.devices()[0]), config)
+    state1, hist1 = run_lib.train(pets.make(config), jax.device_put(keys, jax.devices()[0]))
     assert len(jax.tree.leaves(state1.fit_state.params.net)[0].sharding.device_set) == 1
-    np.testing.assert_array_equal(hist4["return"], hist1["return"])
+    np.testing.assert_array_equal(hist4["train/return"], hist1["train/return"])
     np.testing.assert_array_equal(hist4["env_steps"], hist1["env_steps"])
-    np.testing.assert_allclose(hist4["model_holdout_mse"], hist1["model_holdout_mse"],
+    np.testing.assert_allclose(hist4["model/holdout_mse"], hist1["model/holdout_mse"],
                                rtol=1e-4)
-    for a, b in zip(jax.tree.leaves(state4.fit_state.params), jax.tree.leaves(state1.fit_state.params)):
+    for a, b in zip(jax.tree.leaves(state4.fit_state.params),
+                    jax.tree.leaves(state1.fit_state.params)):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
-    print("returns", hist4["return"].tolist())
+    print("returns", hist4["train/return"].tolist())
     print("OK")
 """)
 

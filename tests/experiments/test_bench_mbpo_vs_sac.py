@@ -14,7 +14,7 @@ import bench_mbpo_vs_sac as bench  # noqa: E402
 
 def _mbpo_run(path, returns_by_seed):
   path.mkdir()
-  rows = [{"seed": s, "epoch": e, "env_steps": 6000 + 1000 * e, "return": r, "wall_s": 2.0}
+  rows = [{"seed": s, "epoch": e, "env_steps": 6000 + 1000 * e, "eval/return": r, "wall_s": 2.0}
           for s, returns in enumerate(returns_by_seed) for e, r in enumerate(returns)]
   (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 

@@ -9,11 +9,14 @@ critic update), followed by `eval_episodes` deterministic evaluation episodes. T
 single `jax.jit`-compiled function with fixed shapes, so the second chunk reuses the first
 one's program, and N seeds are `jax.vmap` of it.
 
-Example:
-  >>> config = Config(env="pendulum", env_steps=50_000)
-  >>> state, history = train(jax.random.key(0), config)               # one seed
-  >>> state, history = train(jnp.stack([jax.random.key(s) for s in range(3)]), config)
-  >>> history["eval_return"]                                           # [chunks, 3]
+`make(config)` returns the `Algorithm` that `mbrl_jax.run.train` drives.
+
+Example (minutes of CPU, so skipped here):
+  >>> from mbrl_jax import run
+  >>> keys = jnp.stack([jax.random.key(s) for s in range(3)])
+  >>> state, history = run.train(make(PRESETS["quick"]), keys)        # doctest: +SKIP
+  >>> history["eval/return"].shape                                     # doctest: +SKIP
+  (5, 3)
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ import numpy as np
 import optax
 from brax.envs.base import Env
 
-from mbrl_jax import compile as compile_lib
 from mbrl_jax import data as buffer_lib
 from mbrl_jax import envs
-from mbrl_jax import run as run_lib
+from mbrl_jax import tree
+from mbrl_jax.algorithms.base import Algorithm
+from mbrl_jax.envs import acting
 from mbrl_jax.models import rssm
 from mbrl_jax.policies import imagination as im
 from mbrl_jax.types import PRNGKey, Transition
@@ -87,6 +91,24 @@ class Config:
   @property
   def num_chunks(self) -> int:
     return (self.env_steps - self.prefill) // self.chunk_steps
+
+
+PRESETS: dict[str, Config] = {
+    # Minutes on a 2-core CPU: a short pendulum run with the CPU-sized model.
+    "quick": Config(env="pendulum", env_steps=6000, prefill=1000, chunk_steps=1000,
+                    train_every=5),
+    # The pendulum acceptance run (vector observations, 50k env steps).
+    "pendulum": Config(env="pendulum", env_steps=50_000, prefill=1000, chunk_steps=1000,
+                       train_every=5),
+    # Pendulum from 32 x 32 pixels, sized for a 2-core CPU (the pixel acceptance run): shorter
+    # replay windows than the vector run, the same 5 env steps per train step.
+    "pixels": Config(env="pendulum", pixels=True, image_size=32, env_steps=100_000,
+                     prefill=1000, chunk_steps=1000, train_every=5, batch_size=16, seq_len=32),
+    # DreamerV3 "S"-like sizes for accelerators.
+    "large": Config(env="pendulum", env_steps=100_000, prefill=2500, chunk_steps=2500,
+                    train_every=2, world_model=rssm.PRESETS["large"]),
+}
+"""Named starting points (`experiments/dreamer.py --preset NAME`)."""
 
 
 def validate(config: Config) -> None:
@@ -150,22 +172,18 @@ def make_parts(config: Config) -> Parts:
   return Parts(env=env, world_model=wm, actor_critic=ac, model_opt=opt)
 
 
-class Actor(NamedTuple):
-  """What acting carries between env steps (one env).
+class FilterState(NamedTuple):
+  """The acting policy's state: the filter over the running episode.
 
   Attributes:
-    env_state: the env's state (obs is the observation to act on).
     latent: the filtered posterior before the current observation is seen.
     prev_action: the action taken before the current observation.          # [A]
     is_first: the current observation starts an episode.                   # [] bool
-    episode_return: return of the running episode so far.                  # []
   """
 
-  env_state: Any
   latent: rssm.RSSMState
   prev_action: jax.Array
   is_first: jax.Array
-  episode_return: jax.Array
 
 
 class State(NamedTuple):
@@ -176,7 +194,7 @@ class State(NamedTuple):
     model_params: world-model parameters.
     model_opt: the world model's optimizer state.
     ac: the actor-critic's parameters, optimizer states and return normaliser.
-    actor: the acting env and filter state.
+    actor: the acting env, its filter state (`FilterState`) and running return.
     key: the run's random key.
     env_steps: env steps taken so far.                     # [] int32
     updates: train steps done so far.                      # [] int32
@@ -186,59 +204,38 @@ class State(NamedTuple):
   model_params: Any
   model_opt: Any
   ac: im.ActorCriticState
-  actor: Actor
+  actor: acting.Actor
   key: PRNGKey
   env_steps: jax.Array
   updates: jax.Array
 
 
-def _reset_actor(parts: Parts, key: PRNGKey) -> Actor:
-  env_state = parts.env.reset(key)
-  env_state = env_state.replace(reward=jnp.zeros(()), done=jnp.zeros(()))
-  return Actor(env_state=env_state, latent=parts.world_model.initial_state(),
-               prev_action=jnp.zeros((parts.env.action_size,)), is_first=jnp.asarray(True),
-               episode_return=jnp.zeros(()))
+def make_policy(parts: Parts, model_params: Any, actor_params: Any, mode: str = "eval"
+                ) -> acting.Policy:
+  """The actor on the filtered posterior (`wm.obs_step` on each observation) as an
+  `envs.acting.Policy` with state `FilterState`. mode: "explore" samples the actor,
+  "eval" takes its mean, "random" draws uniform actions (the filter still runs, so the
+  policy state is the same in every mode)."""
+  wm, ac, action_size = parts.world_model, parts.actor_critic, parts.env.action_size
+  if mode not in ("random", "explore", "eval"):
+    raise ValueError(f"mode must be 'random', 'explore' or 'eval', got {mode!r}")
 
+  def init_fn(key: PRNGKey) -> FilterState:
+    del key
+    return FilterState(latent=wm.initial_state(), prev_action=jnp.zeros((action_size,)),
+                       is_first=jnp.asarray(True))
 
-def _env_step(parts: Parts, model_params, actor_params, actor: Actor, key: PRNGKey,
-              buffer: buffer_lib.BufferState | None, mode: str):
-  """One env step. mode: "random" (uniform actions), "explore" (sampled from the actor),
-  "eval" (the actor's mean). Returns (actor, buffer, finished episode return or NaN)."""
-  wm, ac, env = parts.world_model, parts.actor_critic, parts.env
-  filter_key, act_key, reset_key = jax.random.split(key, 3)
-  obs = actor.env_state.obs
-  post, _ = wm.obs_step(model_params, filter_key, actor.latent, actor.prev_action, obs,
-                        actor.is_first)
-  if mode == "random":
-    action = jax.random.uniform(act_key, (env.action_size,), minval=-1.0, maxval=1.0)
-  else:
-    action = ac.act(actor_params, act_key, wm.features(post), deterministic=mode == "eval")
-  nxt = env.step(actor.env_state, action)
-  reward = jnp.asarray(nxt.reward, jnp.float32)
-  done = jnp.asarray(nxt.done, jnp.float32)
-  truncated = jnp.asarray(nxt.info.get("truncation", jnp.zeros(())), jnp.float32)
-  if buffer is not None:
-    buffer = buffer_lib.add(buffer, Transition(
-        obs=obs, action=action, reward=reward, next_obs=nxt.obs,
-        terminated=done * (1.0 - truncated), truncated=truncated))
-  ret = actor.episode_return + reward
-  nxt = nxt.replace(reward=reward, done=done)
-  stepped = Actor(env_state=nxt, latent=post, prev_action=action, is_first=jnp.asarray(False),
-                  episode_return=ret)
-  actor = jax.lax.cond(done > 0.5, lambda: _reset_actor(parts, reset_key), lambda: stepped)
-  return actor, buffer, jnp.where(done > 0.5, ret, jnp.nan)
+  def act(state: FilterState, key: PRNGKey, obs: jax.Array):
+    filter_key, act_key = jax.random.split(key)
+    post, _ = wm.obs_step(model_params, filter_key, state.latent, state.prev_action, obs,
+                          state.is_first)
+    if mode == "random":
+      action = jax.random.uniform(act_key, (action_size,), minval=-1.0, maxval=1.0)
+    else:
+      action = ac.act(actor_params, act_key, wm.features(post), deterministic=mode == "eval")
+    return action, FilterState(latent=post, prev_action=action, is_first=jnp.asarray(False)), ()
 
-
-def _collect(parts: Parts, model_params, actor_params, actor: Actor, key: PRNGKey,
-             buffer, steps: int, mode: str):
-  def body(carry, k):
-    actor, buffer = carry
-    actor, buffer, finished = _env_step(parts, model_params, actor_params, actor, k, buffer,
-                                        mode)
-    return (actor, buffer), finished
-
-  (actor, buffer), finished = jax.lax.scan(body, (actor, buffer), jax.random.split(key, steps))
-  return actor, buffer, finished
+  return acting.Policy(init=init_fn, act=act)
 
 
 def init(key: PRNGKey, config: Config, parts: Parts | None = None) -> State:
@@ -247,15 +244,13 @@ def init(key: PRNGKey, config: Config, parts: Parts | None = None) -> State:
   env, wm = parts.env, parts.world_model
   model_key, ac_key, env_key, collect_key, key = jax.random.split(key, 5)
   obs_dtype = jnp.uint8 if config.pixels else jnp.float32
-  example = Transition(
-      obs=jnp.zeros(wm.obs_shape, obs_dtype), action=jnp.zeros((env.action_size,)),
-      reward=jnp.zeros(()), next_obs=jnp.zeros(wm.obs_shape, obs_dtype),
-      terminated=jnp.zeros(()), truncated=jnp.zeros(()))
-  buffer = buffer_lib.init(config.capacity, example)
+  example = Transition.zeros(wm.obs_shape, env.action_size, obs_dtype)
   model_params = wm.init(model_key)
   ac_state = parts.actor_critic.init(ac_key)
-  actor, buffer, _ = _collect(parts, model_params, ac_state.actor, _reset_actor(parts, env_key),
-                              collect_key, buffer, config.prefill, "random")
+  policy = make_policy(parts, model_params, ac_state.actor, "random")
+  actor = acting.reset(env, policy, env_key)
+  actor, prefill, _, _ = acting.collect(env, policy, actor, collect_key, config.prefill)
+  buffer = buffer_lib.add(buffer_lib.init(config.capacity, example), prefill)
   return State(buffer=buffer, model_params=model_params,
                model_opt=parts.model_opt.init(model_params), ac=ac_state, actor=actor, key=key,
                env_steps=jnp.asarray(config.prefill, jnp.int32),
@@ -293,8 +288,10 @@ def make_train_step(config: Config, parts: Parts):
     new_ac, ac_metrics = ac.update(ac_state, imag_key, imagine_fn)
     # Without a valid window (cannot happen after a prefill >= seq_len) nothing changes.
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(valid, n, o), new, old)
-    metrics = {**aux.metrics, **ac_metrics, "valid_batch": valid.astype(jnp.float32),
-               "model_grad_norm": optax.tree.norm(grad)}
+    metrics = {**{f"model/{k.removeprefix('wm_')}": v for k, v in aux.metrics.items()},
+               **{f"actor_critic/{k}": v for k, v in ac_metrics.items()},
+               "model/valid_batch": valid.astype(jnp.float32),
+               "model/grad_norm": optax.tree.norm(grad)}
     return (keep(new_params, model_params), keep(new_opt, model_opt), keep(new_ac, ac_state),
             metrics)
 
@@ -312,111 +309,59 @@ def make_step(config: Config, parts: Parts | None = None
 
   def round_(state: State, key: PRNGKey):
     collect_key, train_key = jax.random.split(key)
-    actor, buffer, finished = _collect(parts, state.model_params, state.ac.actor, state.actor,
-                                       collect_key, state.buffer, config.train_every,
-                                       "explore")
+    policy = make_policy(parts, state.model_params, state.ac.actor, "explore")
+    actor, transitions, _, ended = acting.collect(parts.env, policy, state.actor, collect_key,
+                                                  config.train_every)
+    buffer = buffer_lib.add(state.buffer, transitions)
     model_params, model_opt, ac_state, metrics = train_step(
         state.model_params, state.model_opt, state.ac, buffer, train_key)
     state = State(buffer=buffer, model_params=model_params, model_opt=model_opt, ac=ac_state,
                   actor=actor, key=state.key, env_steps=state.env_steps + config.train_every,
                   updates=state.updates + 1)
-    return state, (metrics, finished)
+    return state, (metrics, ended)
 
   def step(state: State) -> tuple[State, dict]:
-    key, rounds_key, eval_key, eval_reset_key = jax.random.split(state.key, 4)
-    state, (metrics, finished) = jax.lax.scan(round_, state,
-                                              jax.random.split(rounds_key, rounds))
-    finished = finished.reshape(-1)
-    n_finished = jnp.sum(~jnp.isnan(finished))
-    # Deterministic evaluation episodes (not stored), vmapped.
-    def evaluate(reset_key, run_key):
-      _, _, finished = _collect(parts, state.model_params, state.ac.actor,
-                                _reset_actor(parts, reset_key), run_key, None, episode_length,
-                                "eval")
-      return jnp.nansum(finished)
-
-    eval_returns = jax.vmap(evaluate)(jax.random.split(eval_reset_key, config.eval_episodes),
-                                      jax.random.split(eval_key, config.eval_episodes))
+    key, rounds_key, eval_key = jax.random.split(state.key, 3)
+    state, (metrics, ended) = jax.lax.scan(round_, state, jax.random.split(rounds_key, rounds))
+    ended = jax.tree.map(jnp.sum, ended)
+    # Deterministic evaluation: complete episodes (not stored), vmapped.
+    policy = make_policy(parts, state.model_params, state.ac.actor, "eval")
+    evaluation = acting.evaluate(parts.env, policy, eval_key, config.eval_episodes,
+                                 episode_length)
+    eval_returns = evaluation.returns
     out = {name: jnp.mean(value) for name, value in metrics.items()}
     out.update({
-        "eval_return": jnp.mean(eval_returns),
-        "eval_return_min": jnp.min(eval_returns),
-        "train_return": jnp.where(n_finished > 0, jnp.nansum(finished) / jnp.maximum(
-            n_finished, 1), jnp.nan),
-        "train_episodes": n_finished,
+        "eval/return": jnp.mean(eval_returns),
+        "eval/return_min": jnp.min(eval_returns),
+        "eval/return_max": jnp.max(eval_returns),
+        "eval/episode_length": jnp.mean(evaluation.lengths),
+        "train/return": ended.mean_return(),
+        "train/episode_length": ended.mean_length(),
+        "train/episodes": ended.count,
         "env_steps": state.env_steps,
         "updates": state.updates,
-        "nonfinite_model": run_lib.nonfinite_leaves(state.model_params),
-        "nonfinite_actor_critic": run_lib.nonfinite_leaves(
-            (state.ac.actor, state.ac.critic)),
+        "nonfinite/world_model": tree.nonfinite(state.model_params),
+        "nonfinite/actor_critic": tree.nonfinite((state.ac.actor, state.ac.critic)),
     })
     return state._replace(key=key), out
 
   return step
 
 
-def make_policy(state: State, config: Config, parts: Parts | None = None):
-  """The trained actor on the filtered posterior, for evaluation rollouts:
-  `init() -> carry` and `act(carry, key, obs, is_first) -> (action, carry)` with
-  carry = (latent, prev_action); `deterministic` actions (the actor's mean)."""
-  parts = parts or make_parts(config)
-  wm, ac = parts.world_model, parts.actor_critic
-
-  def init_carry():
-    return wm.initial_state(), jnp.zeros((parts.env.action_size,))
-
-  def act(carry, key, obs, is_first):
-    latent, prev_action = carry
-    post, _ = wm.obs_step(state.model_params, key, latent, prev_action, obs, is_first)
-    action = ac.act(state.ac.actor, key, wm.features(post), deterministic=True)
-    return action, (post, action)
-
-  return init_carry, act
+NONFINITE = {"nonfinite/world_model": "the world-model parameters",
+             "nonfinite/actor_critic": "the actor or critic parameters"}
 
 
-def checkpoint_meta(key: PRNGKey, config: Config) -> dict:
-  """What a checkpoint must share with a run to be resumed by it: the config and the keys."""
-  return run_lib.run_meta("dreamer", key, config)
+def make(config: Config) -> Algorithm:
+  """Dreamer as an `Algorithm` for `mbrl_jax.run.train`: the random prefill in init, then
+  `config.num_chunks` chunks, each one compiled call (validated before anything compiles).
 
-
-def train(key: PRNGKey, config: Config, *,
-          progress_fn: Callable[[int, dict], Any] | None = None,
-          checkpoint_dir: str | None = None,
-          checkpoint_every: int = 1,
-          resume: bool = False,
-          ) -> tuple[State, dict[str, np.ndarray]]:
-  """Runs Dreamer: the random prefill, then `config.num_chunks` chunks, each one compiled call.
-
-  Args:
-    key: one key for one run, or a batch of keys [S] for S seeds vmapped through the same
-      compiled calls (sharded over devices when the batch is placed with a multi-device
-      sharding, see `mbrl_jax.run.shard_seeds`).
-    config: the run's configuration (validated before anything compiles).
-    progress_fn: called after every chunk as `progress_fn(chunk, metrics)` with NumPy arrays
-      (a seed axis first when `key` is a batch).
-    checkpoint_dir: where to checkpoint the whole state (buffer, world model, actor-critic and
-      optimizers, keys, counters) after the prefill and every `checkpoint_every` chunks.
-    checkpoint_every: chunks between checkpoints (the last chunk is always checkpointed).
-    resume: continue from the latest checkpoint in `checkpoint_dir` (same config and keys);
-      the result equals an uninterrupted run's.
-
-  Returns:
-    The final state and a history dict of NumPy arrays [num_chunks, (S)]: "eval_return",
-    "train_return", "env_steps", "updates" and the mean world-model and actor-critic metrics
-    of each chunk.
-
-  Raises:
-    FloatingPointError: NaN or Inf in the world model's or the actor-critic's parameters; the
-      message names the chunk and the component, and the last good checkpoint is kept.
+  The history holds, per chunk [num_chunks, (S)]: "eval/return" (min, max), "train/return",
+  "train/episodes", "env_steps", "updates" and the chunk's mean world-model ("model/...") and
+  actor-critic ("actor_critic/...") metrics.
   """
-  run_lib.check_key(key)
   parts = make_parts(config)
-  flags = {"nonfinite_model": "the world-model parameters",
-           "nonfinite_actor_critic": "the actor or critic parameters"}
-  return run_lib.train_chunks(
-      key, init_fn=lambda k: (init(k, config, parts), {}), step_fn=make_step(config, parts),
-      num_chunks=config.num_chunks, name="Dreamer", unit="chunk",
-      meta=checkpoint_meta(key, config),
-      check_fn=lambda m: run_lib.describe_nonfinite(m, flags), progress_fn=progress_fn,
-      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
-      jit=compile_lib.jit, cache_key=("dreamer", config))
+  return Algorithm(name="dreamer", unit="chunk", config=config,
+                   init=lambda k: (init(k, config, parts), {}),
+                   step=make_step(config, parts), num_chunks=config.num_chunks,
+                   nonfinite=NONFINITE)

@@ -17,12 +17,15 @@ steps past k masked out, so the schedule never recompiles; the model buffer is s
 mbrl-lib's buffer (re-sized each epoch) would hold. The whole epoch is a `lax.scan` of blocks,
 with no `lax.cond` on the step count, so seeds vmap without running the fit every step.
 
-Example:
-  >>> config = PRESETS["inverted_pendulum"]
-  >>> state, history = train(jax.random.key(0), config)                  # one seed
+`make(config)` returns the `Algorithm` that `mbrl_jax.run.train` drives; `make(config,
+use_model=False)` is model-free SAC on the same loop (`mbrl_jax.algorithms.sac`).
+
+Example (minutes of CPU, so skipped here):
+  >>> from mbrl_jax import run
   >>> keys = jnp.stack([jax.random.key(s) for s in range(3)])
-  >>> state, history = train(keys, config)                                # three, vmapped
-  >>> history["return"]                                                    # [epochs, 3]
+  >>> state, history = run.train(make(PRESETS["inverted_pendulum"]), keys)  # doctest: +SKIP
+  >>> history["eval/return"].shape                                          # doctest: +SKIP
+  (39, 3)
 """
 
 from __future__ import annotations
@@ -34,13 +37,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from brax.envs.base import Env
-from brax.envs.base import State as EnvState
 
-from mbrl_jax import compile as compile_lib
 from mbrl_jax import data as buffer_lib
 from mbrl_jax import envs
 from mbrl_jax import models
-from mbrl_jax import run as run_lib
+from mbrl_jax import tree
+from mbrl_jax.algorithms.base import Algorithm
+from mbrl_jax.envs import acting
 from mbrl_jax.policies import sac as sac_lib
 from mbrl_jax.types import PRNGKey, Transition
 
@@ -197,6 +200,17 @@ class Config:
 # velocities unclipped) so that rewards and terminations are functions of (obs, action,
 # next_obs).
 PRESETS: dict[str, Config] = {
+    # A minute or two on a 2-core CPU: our pendulum, small networks, short rollouts (not a
+    # paper setting; for trying the loop).
+    "quick": Config(
+        env="pendulum", env_steps=2000, epoch_length=200, init_exploration_steps=200,
+        model_train_every=100, updates_per_step=5, real_ratio=0.05, eval_episodes=3,
+        model=ModelConfig(num_members=7, num_elites=5, hidden_sizes=(64, 64)),
+        fit=models.FitConfig(learning_rate=1e-3, weight_decay=5e-5, batch_size=64,
+                             max_epochs=10, holdout_ratio=0.2, patience=5),
+        rollout=RolloutConfig(schedule=(1, 5, 1, 3), rollouts_per_step=20, retain_epochs=1),
+        sac=SACConfig(hidden_sizes=(64, 64), actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3,
+                      batch_size=128)),
     # MBPO's InvertedPendulum settings (E = 250, k = 1, M = 400, G = 20, target entropy -0.05),
     # with a shorter model fit (at most 20 epochs).
     "inverted_pendulum": Config(
@@ -356,38 +370,11 @@ def branched_rollout(
   return transitions, valid
 
 
-def add_masked(buffer: buffer_lib.BufferState, rows: Transition,
-               valid: jax.Array) -> buffer_lib.BufferState:
-  """Appends the rows [R, ...] whose `valid` [R] is True, in order, to a ring buffer (the
-  same layout as `mbrl_jax.data.add`; at most the buffer's capacity rows may be valid)."""
-  c = buffer_lib.capacity(buffer)
-  valid = valid.astype(bool)
-  offset = jnp.cumsum(valid.astype(jnp.int32)) - 1
-  count = valid.sum().astype(jnp.int32)
-  idx = jnp.where(valid, (buffer.insert_pos + offset) % c, c)        # c: dropped
-  data = jax.tree.map(lambda b, x: b.at[idx].set(x.astype(b.dtype), mode="drop"),
-                      buffer.data, rows)
-  return buffer_lib.BufferState(
-      data=data, insert_pos=((buffer.insert_pos + count) % c).astype(jnp.int32),
-      size=jnp.minimum(buffer.size + count, c).astype(jnp.int32),
-      total_added=(buffer.total_added + count).astype(jnp.int32))
-
-
-def sample_newest(buffer: buffer_lib.BufferState, key: PRNGKey, batch_size: int,
-                  window: jax.Array) -> Transition:
-  """Uniform sample (with replacement) from the newest min(window, size) transitions."""
-  c = buffer_lib.capacity(buffer)
-  n = jnp.maximum(jnp.minimum(window, buffer.size), 1)
-  back = jax.random.randint(key, (batch_size,), 0, n)
-  idx = (buffer.insert_pos - 1 - back) % c
-  return jax.tree.map(lambda x: x[idx], buffer.data)
-
-
 class State(NamedTuple):
   """What an MBPO run carries from epoch to epoch (one seed; vmapped runs add a seed axis).
 
   Attributes:
-    env_state: the training env, mid-episode.
+    actor: the training env mid-episode, with its running return (`envs.acting.Actor`).
     real: every real transition.
     model_buffer: model rollouts (None without a model).
     fit_state: ensemble parameters and optimizer state (None without a model).
@@ -395,10 +382,9 @@ class State(NamedTuple):
     key: the run's random key.
     epoch: epochs completed.                                     # [] int32
     env_steps: env steps taken, exploration included.             # [] int32
-    episode_return: return so far of the current training episode. # []
   """
 
-  env_state: EnvState
+  actor: acting.Actor
   real: buffer_lib.BufferState
   model_buffer: buffer_lib.BufferState | None
   fit_state: models.FitState | None
@@ -406,7 +392,6 @@ class State(NamedTuple):
   key: PRNGKey
   epoch: jax.Array
   env_steps: jax.Array
-  episode_return: jax.Array
 
 
 class Parts(NamedTuple):
@@ -445,39 +430,27 @@ def make_parts(config: Config, *, use_model: bool = True) -> Parts:
                termination_fn=envs.get_task_fns(config.env).termination_fn)
 
 
-def _example(env: Env) -> Transition:
-  return Transition(
-      obs=jnp.zeros((env.observation_size,)), action=jnp.zeros((env.action_size,)),
-      reward=jnp.zeros(()), next_obs=jnp.zeros((env.observation_size,)),
-      terminated=jnp.zeros(()), truncated=jnp.zeros(()))
-
-
 def _init(parts: Parts, config: Config, key: PRNGKey) -> State:
   env = parts.env
   key, reset_key, explore_key, sac_key, model_key = jax.random.split(key, 5)
-  real = buffer_lib.init(config.real_capacity, _example(env))
-  env_state = env.reset(reset_key)
-  env_state = env_state.replace(reward=jnp.zeros(()), done=jnp.zeros(()))
-  episode_return = jnp.zeros(())
+  example = Transition.zeros((env.observation_size,), env.action_size)
+  real = buffer_lib.init(config.real_capacity, example)
+  explore = acting.uniform_random(env.action_size)
+  actor = acting.reset(env, explore, reset_key)
   n = config.init_exploration_steps
   if n:
-    tr, env_state = envs.rollout(env, envs.random_policy(env.action_size), explore_key, n,
-                                 init_state=env_state)
+    actor, tr, _, _ = acting.collect(env, explore, actor, explore_key, n)
     real = buffer_lib.add(real, tr)
-    # Return of the episode still running: rewards after the last episode end.
-    ended = (tr.terminated + tr.truncated) > 0
-    last_end = jnp.max(jnp.where(ended, jnp.arange(n), -1))
-    episode_return = jnp.sum(jnp.where(jnp.arange(n) > last_end, tr.reward, 0.0))
   sac_state = parts.sac.init(sac_key)
   if n:
     sac_state = parts.sac.observe(sac_state, tr.obs)
   model_buffer = fit_state = None
   if parts.ensemble is not None:
-    model_buffer = buffer_lib.init(config.model_capacity, _example(env))
+    model_buffer = buffer_lib.init(config.model_capacity, example)
     fit_state = parts.trainer.init(parts.ensemble.init(model_key))
-  return State(env_state=env_state, real=real, model_buffer=model_buffer, fit_state=fit_state,
+  return State(actor=actor, real=real, model_buffer=model_buffer, fit_state=fit_state,
                sac=sac_state, key=key, epoch=jnp.zeros((), jnp.int32),
-               env_steps=jnp.asarray(n, jnp.int32), episode_return=episode_return)
+               env_steps=jnp.asarray(n, jnp.int32))
 
 
 def init(key: PRNGKey, config: Config, *, use_model: bool = True) -> State:
@@ -487,18 +460,11 @@ def init(key: PRNGKey, config: Config, *, use_model: bool = True) -> State:
 
 def evaluate(parts: Parts, config: Config, sac_params: sac_lib.SACParams,
              key: PRNGKey) -> jax.Array:
-  """Returns of `eval_episodes` episodes with the deterministic policy, [eval_episodes]."""
-  env = parts.env
+  """Returns of `eval_episodes` complete episodes with the deterministic policy,
+  [eval_episodes]."""
   length = config.episode_length or envs.default_episode_length(config.env)
-  policy = lambda k, obs: parts.sac.act(sac_params, obs, k, deterministic=True)
-
-  def episode(k):
-    tr, _ = envs.rollout(env, policy, k, length, auto_reset=False)
-    ended = (tr.terminated + tr.truncated) > 0
-    alive = jnp.concatenate([jnp.ones((1,), bool), jnp.cumsum(ended)[:-1] == 0])
-    return jnp.sum(jnp.where(alive, tr.reward, 0.0))
-
-  return jax.vmap(episode)(jax.random.split(key, config.eval_episodes))
+  policy = acting.stateless(lambda k, obs: parts.sac.act(sac_params, obs, k, deterministic=True))
+  return acting.evaluate(parts.env, policy, key, config.eval_episodes, length).returns
 
 
 def make_step(config: Config, parts: Parts | None = None, *,
@@ -521,22 +487,18 @@ def make_step(config: Config, parts: Parts | None = None, *,
     real = buffer_lib.sample(state.real, k_real, n_real)
     if n_model == 0:
       return real
-    fake = sample_newest(state.model_buffer, k_model, n_model, window)
+    fake = buffer_lib.sample_newest(state.model_buffer, k_model, n_model, window)
     return jax.tree.map(lambda a, b: jnp.concatenate([a, b.astype(a.dtype)]), real, fake)
 
   def env_step(carry, _):
-    state, window, stats = carry
+    state, window, episodes = carry
     key, k_act, k_upd = jax.random.split(state.key, 3)
-    policy = lambda k, obs: sac.act(state.sac.params, obs, k)
-    tr, env_state = envs.rollout(env, policy, k_act, 1, init_state=state.env_state)
-    real = buffer_lib.add(state.real, tr)
-    ret = state.episode_return + tr.reward[0]
-    ended = (tr.terminated[0] + tr.truncated[0]) > 0
-    stats = dict(ep_sum=stats["ep_sum"] + jnp.where(ended, ret, 0.0),
-                 ep_count=stats["ep_count"] + ended.astype(jnp.int32))
-    state = state._replace(env_state=env_state, real=real, key=key,
-                           sac=sac.observe(state.sac, tr.obs), env_steps=state.env_steps + 1,
-                           episode_return=jnp.where(ended, 0.0, ret))
+    policy = acting.stateless(lambda k, obs: sac.act(state.sac.params, obs, k))
+    actor, tr, _, ended = acting.step(env, policy, state.actor, k_act)
+    episodes = jax.tree.map(jnp.add, episodes, ended)
+    state = state._replace(actor=actor, real=buffer_lib.add(state.real, tr), key=key,
+                           sac=sac.observe(state.sac, tr.obs[None]),
+                           env_steps=state.env_steps + 1)
 
     def update(sac_state, k):
       k_batch, k_sac = jax.random.split(k)
@@ -544,11 +506,11 @@ def make_step(config: Config, parts: Parts | None = None, *,
 
     sac_state, aux = jax.lax.scan(update, state.sac,
                                   jax.random.split(k_upd, config.updates_per_step))
-    return (state._replace(sac=sac_state), window, stats), jax.tree.map(jnp.mean, aux)
+    return (state._replace(sac=sac_state), window, episodes), jax.tree.map(jnp.mean, aux)
 
   def block(carry, _):
     """Refit and roll out (with a model), then F env steps."""
-    state, stats = carry
+    state, episodes = carry
     k = rollout_length(config.rollout.schedule, state.epoch) if use_model else 0
     window = jnp.asarray(0, jnp.int32)
     model_metrics = {}
@@ -563,103 +525,70 @@ def make_step(config: Config, parts: Parts | None = None, *,
       rolls, valid = branched_rollout(predict, policy, parts.termination_fn, roll_key, start,
                                       k, max_len)
       flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), rolls)
-      model_buffer = add_masked(state.model_buffer, flat, valid.reshape(-1))
+      model_buffer = buffer_lib.add_masked(state.model_buffer, flat, valid.reshape(-1))
       window = (config.rollout.retain_epochs * refits * config.rollout_batch * k).astype(
           jnp.int32)
       state = state._replace(fit_state=fit_state, model_buffer=model_buffer, key=key)
       last = jnp.maximum(fit_metrics.epochs, 1) - 1
-      model_metrics = dict(
-          model_holdout_mse=jnp.mean(fit_metrics.best_holdout_mse),
-          model_train_loss=jnp.nanmean(fit_metrics.train_loss[last]),
-          model_epochs=fit_metrics.epochs,
-          model_nonfinite=fit_metrics.nonfinite_data | fit_metrics.nonfinite_loss,
-          rollout_transitions=valid.sum(),
-          rollout_mean_length=valid.sum() / config.rollout_batch,
-          model_reward=jnp.sum(jnp.where(valid, rolls.reward, 0.0)) / jnp.maximum(valid.sum(), 1))
-    (state, _, stats), sac_metrics = jax.lax.scan(
-        env_step, (state, window, stats), None, length=config.model_train_every)
-    return (state, stats), dict(**model_metrics, **jax.tree.map(jnp.mean, sac_metrics))
+      model_metrics = {
+          "model/holdout_mse": jnp.mean(fit_metrics.best_holdout_mse),
+          "model/train_loss": jnp.nanmean(fit_metrics.train_loss[last]),
+          "model/epochs": fit_metrics.epochs,
+          "nonfinite/model_fit": fit_metrics.nonfinite_data | fit_metrics.nonfinite_loss,
+          "rollout/transitions": valid.sum(),
+          "rollout/mean_length": valid.sum() / config.rollout_batch,
+          "rollout/reward": (jnp.sum(jnp.where(valid, rolls.reward, 0.0))
+                             / jnp.maximum(valid.sum(), 1))}
+    (state, _, episodes), sac_metrics = jax.lax.scan(
+        env_step, (state, window, episodes), None, length=config.model_train_every)
+    sac_metrics = {f"sac/{k}": jnp.mean(v) for k, v in sac_metrics.items()}
+    return (state, episodes), {**model_metrics, **sac_metrics}
 
   def step(state: State) -> tuple[State, dict]:
-    stats = dict(ep_sum=jnp.zeros(()), ep_count=jnp.zeros((), jnp.int32))
-    (state, stats), metrics = jax.lax.scan(block, (state, stats), None, length=refits)
+    (state, episodes), metrics = jax.lax.scan(block, (state, acting.Episodes.none()), None,
+                                              length=refits)
     key, eval_key = jax.random.split(state.key)
     returns = evaluate(parts, config, state.sac.params, eval_key)
-    out = {name: (jnp.any(v) if name == "model_nonfinite" else jnp.mean(v))
+    out = {name: (jnp.any(v) if name.startswith("nonfinite/") else jnp.mean(v))
            for name, v in metrics.items()}
     if use_model:
-      out["rollout_length"] = rollout_length(config.rollout.schedule, state.epoch)
-      out["model_buffer_size"] = state.model_buffer.size
-    out.update(
-        {"return": returns.mean(), "return_min": returns.min(), "return_max": returns.max(),
-         "env_steps": state.env_steps,
-         "train_return": stats["ep_sum"] / jnp.maximum(stats["ep_count"], 1),
-         "train_episodes": stats["ep_count"]})
-    out["train_return"] = jnp.where(stats["ep_count"] > 0, out["train_return"], jnp.nan)
+      out["rollout/length"] = rollout_length(config.rollout.schedule, state.epoch)
+      out["rollout/buffer_size"] = state.model_buffer.size
+      out["nonfinite/model_params"] = tree.nonfinite(state.fit_state.params)
+    out.update({
+        "eval/return": returns.mean(), "eval/return_min": returns.min(),
+        "eval/return_max": returns.max(), "env_steps": state.env_steps,
+        "train/return": episodes.mean_return(),
+        "train/episode_length": episodes.mean_length(),
+        "train/episodes": episodes.count,
+        "nonfinite/sac": tree.nonfinite(state.sac.params) | ~jnp.isfinite(
+            out["sac/critic_loss"] + out["sac/actor_loss"])})
     return state._replace(key=key, epoch=state.epoch + 1), out
 
   return step
 
 
-def checkpoint_meta(key: PRNGKey, config: Config, *, use_model: bool = True) -> dict:
-  """What a checkpoint must share with a run to be resumed by it: the config and the keys."""
-  return run_lib.run_meta("mbpo" if use_model else "sac", key, config)
-
-
-def train(key: PRNGKey, config: Config, *,
-          progress_fn: Callable[[int, dict], Any] | None = None,
-          use_model: bool = True,
-          checkpoint_dir: str | None = None,
-          checkpoint_every: int = 1,
-          resume: bool = False,
-          ) -> tuple[State, dict[str, np.ndarray]]:
-  """Runs MBPO: random exploration, then `config.epochs` epochs, each one compiled call.
-
-  Args:
-    key: one key for one run, or a batch of keys [S] for S seeds vmapped through the same
-      compiled calls (e.g. `jnp.stack([jax.random.key(s) for s in seeds])`; sharded over
-      devices when placed with `mbrl_jax.run.shard_seeds`).
-    config: the run's configuration (validated before anything compiles).
-    progress_fn: called after every epoch as `progress_fn(epoch, metrics)`, with metrics as
-      NumPy arrays (a seed axis first when `key` is a batch).
-    use_model: False runs model-free SAC on the same loop (what `mbrl_jax.algorithms.sac`
-      does); the model, rollout and real_ratio settings are then ignored.
-    checkpoint_dir: where to checkpoint the whole state (real and model buffers, ensemble,
-      SAC and optimizer states, env state, keys, counters) after the random exploration and
-      every `checkpoint_every` epochs.
-    checkpoint_every: epochs between checkpoints (the last epoch is always checkpointed).
-    resume: continue from the latest checkpoint in `checkpoint_dir` (same config and keys);
-      the result equals an uninterrupted run's.
-
-  Returns:
-    The final state and a history dict of NumPy arrays [epochs, (S)]: "return" (mean
-    deterministic evaluation return), "env_steps", and the model/SAC metrics.
-
-  Raises:
-    FloatingPointError: NaN or Inf in a model fit, the model or SAC parameters or SAC's
-      losses; the message names the epoch, the seed and the component, and the last good
-      checkpoint is kept.
-  """
-  run_lib.check_key(key)
-  parts = make_parts(config, use_model=use_model)          # validates the config
-  step = make_step(config, parts, use_model=use_model)
-
-  def step_fn(state):
-    state, metrics = step(state)
-    metrics["sac_nonfinite"] = run_lib.nonfinite_leaves(state.sac.params) | ~jnp.isfinite(
-        metrics["critic_loss"] + metrics["actor_loss"])
-    if use_model:
-      metrics["params_nonfinite"] = run_lib.nonfinite_leaves(state.fit_state.params)
-    return state, metrics
-
-  flags = {"sac_nonfinite": "the SAC parameters or losses"}
+def nonfinite_flags(use_model: bool) -> dict[str, str]:
+  """The step's `nonfinite/...` metrics and the component each covers."""
+  flags = {"nonfinite/sac": "the SAC parameters or losses"}
   if use_model:
-    flags = {"model_nonfinite": "a model fit's data or loss",
-             "params_nonfinite": "the model parameters", **flags}
-  return run_lib.train_chunks(
-      key, init_fn=lambda k: (_init(parts, config, k), {}), step_fn=step_fn,
-      num_chunks=config.epochs, name="MBPO" if use_model else "SAC", unit="epoch",
-      meta=checkpoint_meta(key, config, use_model=use_model),
-      check_fn=lambda m: run_lib.describe_nonfinite(m, flags), progress_fn=progress_fn,
-      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
-      jit=compile_lib.jit, cache_key=("mbpo", config, use_model))
+    flags = {"nonfinite/model_fit": "a model fit's data or loss",
+             "nonfinite/model_params": "the model parameters", **flags}
+  return flags
+
+
+def make(config: Config, *, use_model: bool = True) -> Algorithm:
+  """MBPO (or, with `use_model=False`, model-free SAC on the same loop; the model, rollout
+  and real_ratio settings are then ignored) as an `Algorithm` for `mbrl_jax.run.train`:
+  random exploration in init, then `config.epochs` epochs, each one compiled call.
+
+  The history holds, per epoch [epochs, (S)]: "eval/return" (mean deterministic evaluation
+  return; "eval/return_min", "eval/return_max"), "train/return", "env_steps", and the
+  model/rollout/SAC metrics. Validated before anything compiles.
+  """
+  parts = make_parts(config, use_model=use_model)
+  return Algorithm(
+      name="mbpo" if use_model else "sac", unit="epoch", config=config,
+      init=lambda k: (_init(parts, config, k), {}),
+      step=make_step(config, parts, use_model=use_model), num_chunks=config.epochs,
+      nonfinite=nonfinite_flags(use_model))

@@ -8,12 +8,18 @@ env step and buffer insert for every step) is a single `jax.jit`-compiled functi
 shapes never change, so the second trial reuses the first one's program, and N seeds are
 `jax.vmap` of the same function.
 
-Example:
-  >>> config = Config(env="cartpole_continuous", trials=5)
-  >>> state, history = train(jax.random.key(0), config)          # one seed
+`make(config)` returns the `Algorithm` that `mbrl_jax.run.train` drives (checkpoints,
+resume, NaN stop, progress); `make_parts`, `init`, `make_step` and `make_policy` are the
+pieces, for notebooks.
+
+Example (a run of the `quick` preset takes minutes on a 2-core CPU, so it is skipped here):
+  >>> from mbrl_jax import run
+  >>> algorithm = make(PRESETS["quick"])
+  >>> state, history = run.train(algorithm, jax.random.key(0))         # doctest: +SKIP
   >>> keys = jnp.stack([jax.random.key(s) for s in range(4)])
-  >>> state, history = train(keys, config)                        # four seeds, vmapped
-  >>> history["return"]                                           # [random + trials, 4]
+  >>> state, history = run.train(algorithm, keys)                      # doctest: +SKIP
+  >>> history["train/return"].shape                                    # doctest: +SKIP
+  (6, 4)
 """
 
 from __future__ import annotations
@@ -27,11 +33,12 @@ import jax.numpy as jnp
 import numpy as np
 from brax.envs.base import Env
 
-from mbrl_jax import compile as compile_lib
 from mbrl_jax import data as buffer_lib
 from mbrl_jax import envs
 from mbrl_jax import models
-from mbrl_jax import run as run_lib
+from mbrl_jax import tree
+from mbrl_jax.algorithms.base import Algorithm
+from mbrl_jax.envs import acting
 from mbrl_jax.planning import optimizers as opt_lib
 from mbrl_jax.planning.mpc import make_mpc
 from mbrl_jax.planning.trajectory import make_trajectory_evaluator
@@ -132,6 +139,25 @@ class Config:
   @property
   def buffer_capacity(self) -> int:
     return (self.trials + self.random_trials) * self.trial_length
+
+
+PRESETS: dict[str, Config] = {
+    # A few minutes on a 2-core CPU: the PETS model, a smaller planner.
+    "quick": Config(
+        env="cartpole_continuous", trials=5, random_trials=1, trial_length=200,
+        planner=PlannerConfig(optimizer="cem", horizon=15, population=100, iterations=5,
+                              elite_ratio=0.1, alpha=0.1, num_particles=10)),
+    # mbrl-lib's PETS example notebook (cartpole_continuous).
+    "mbrl-lib-notebook": Config(
+        env="cartpole_continuous", trials=5, random_trials=1, trial_length=200,
+        model=ModelConfig(num_members=5, hidden_sizes=(200, 200, 200), activation="silu"),
+        fit=models.FitConfig(learning_rate=1e-3, weight_decay=5e-5, batch_size=32,
+                             max_epochs=50, holdout_ratio=0.05, patience=None),
+        planner=PlannerConfig(optimizer="cem", horizon=15, population=350, iterations=5,
+                              elite_ratio=0.1, alpha=0.1, return_mean_elites=True,
+                              num_particles=20, propagation="tsinf")),
+}
+"""Named starting points (`experiments/pets.py --preset NAME`)."""
 
 
 def validate(config: Config) -> None:
@@ -244,38 +270,6 @@ def make_parts(config: Config) -> Parts:
                termination_fn=task.termination_fn)
 
 
-def _run_episode(env: Env, policy, policy_state, key: PRNGKey, buffer, length: int):
-  """Runs one episode of at most `length` steps with `policy(policy_state, obs, t)`,
-  adding each transition until the env terminates. Returns the buffer, episode return and
-  length, and the per-step policy info."""
-  env_state = env.reset(key)
-
-  info_shape = jax.eval_shape(policy, policy_state, env_state.obs, 0)[2]
-
-  def idle(pstate, obs, t):
-    """After the episode ended: no planning (skipped outright unless vmapped)."""
-    del obs, t
-    nan_info = jax.tree.map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype), info_shape)
-    return jnp.zeros((env.action_size,)), pstate, nan_info
-
-  def step(carry, t):
-    env_state, pstate, buffer, active, ret = carry
-    action, pstate, info = jax.lax.cond(active, policy, idle, pstate, env_state.obs, t)
-    next_state = env.step(env_state, action)
-    terminated = next_state.done.astype(jnp.float32)
-    truncated = jnp.where(t == length - 1, 1.0 - terminated, 0.0)
-    tr = Transition(obs=env_state.obs, action=action, reward=next_state.reward,
-                    next_obs=next_state.obs, terminated=terminated, truncated=truncated)
-    buffer = jax.lax.cond(active, buffer_lib.add, lambda b, _: b, buffer, tr)
-    ret = ret + jnp.where(active, next_state.reward, 0.0)
-    still = active & (terminated == 0)
-    return (next_state, pstate, buffer, still, ret), (info, active)
-
-  init = (env_state, policy_state, buffer, jnp.asarray(True), jnp.zeros(()))
-  (_, _, buffer, _, ret), (info, active) = jax.lax.scan(step, init, jnp.arange(length))
-  return buffer, ret, active.sum().astype(jnp.int32), info, active
-
-
 def init(key: PRNGKey, config: Config) -> State:
   """Empty buffer, fresh ensemble, then `random_trials` trials of uniformly random actions."""
   parts = make_parts(config)
@@ -284,30 +278,29 @@ def init(key: PRNGKey, config: Config) -> State:
 
 def _init(parts: Parts, config: Config, key: PRNGKey):
   env = parts.env
-  example = Transition(
-      obs=jnp.zeros((env.observation_size,)), action=jnp.zeros((env.action_size,)),
-      reward=jnp.zeros(()), next_obs=jnp.zeros((env.observation_size,)),
-      terminated=jnp.zeros(()), truncated=jnp.zeros(()))
+  example = Transition.zeros((env.observation_size,), env.action_size)
   buffer = buffer_lib.init(config.buffer_capacity, example)
   key, model_key = jax.random.split(key)
   fit_state = parts.trainer.init(parts.ensemble.init(model_key))
-
-  def random_policy(pkey, obs, t):
-    del obs
-    k = jax.random.fold_in(pkey, t)
-    return jax.random.uniform(k, (env.action_size,), minval=-1.0, maxval=1.0), pkey, ()
-
   returns, lengths = [], []
   for _ in range(config.random_trials):
-    key, ep_key, policy_key = jax.random.split(key, 3)
-    buffer, ret, length, _, _ = _run_episode(env, random_policy, policy_key, ep_key, buffer,
-                                              config.trial_length)
-    returns.append(ret)
-    lengths.append(length)
+    key, ep_key = jax.random.split(key)
+    ep = acting.episode(env, acting.uniform_random(env.action_size), ep_key,
+                        config.trial_length)
+    buffer = buffer_lib.add_masked(buffer, ep.transitions, ep.valid)
+    returns.append(ep.ret)
+    lengths.append(ep.length)
   state = State(buffer=buffer, fit_state=fit_state, key=key,
                 trial=jnp.asarray(config.random_trials, jnp.int32),
                 env_steps=jnp.sum(jnp.stack(lengths)).astype(jnp.int32))
   return state, dict(returns=jnp.stack(returns), lengths=jnp.stack(lengths))
+
+
+def _mpc_policy(mpc, params) -> acting.Policy:
+  """MPC on the model `params` as an `envs.acting.Policy` (the controller carries its own
+  key in its state; the step key is not needed)."""
+  return acting.Policy(init=mpc.init,
+                       act=lambda mpc_state, key, obs: mpc.act(mpc_state, params, obs))
 
 
 def _make_mpc(config: Config, parts: Parts):
@@ -330,34 +323,29 @@ def make_step(config: Config, parts: Parts | None = None) -> Callable[[State], t
   mpc = _make_mpc(config, parts)
 
   def step(state: State) -> tuple[State, dict]:
-    key, fit_key, mpc_key, ep_key = jax.random.split(state.key, 4)
+    key, fit_key, ep_key = jax.random.split(state.key, 3)
     fit_state, fit_metrics = parts.trainer.fit(
         fit_key, state.fit_state, state.buffer.data, buffer_lib.valid_mask(state.buffer))
-    params = fit_state.params
-
-    def policy(mpc_state, obs, t):
-      del t
-      action, mpc_state, info = mpc.act(mpc_state, params, obs)
-      return action, mpc_state, info
-
-    buffer, ret, length, info, active = _run_episode(
-        parts.env, policy, mpc.init(mpc_key), ep_key, state.buffer, config.trial_length)
+    ep = acting.episode(parts.env, _mpc_policy(mpc, fit_state.params), ep_key,
+                        config.trial_length)
+    buffer = buffer_lib.add_masked(state.buffer, ep.transitions, ep.valid)
+    ret, length, info, active = ep.ret, ep.length, ep.info, ep.valid
     w = active.astype(jnp.float32)
     count = jnp.maximum(w.sum(), 1.0)
     mean_over_steps = lambda x: jnp.nansum(jnp.where(active, x, jnp.nan)) / count
     epochs = jnp.maximum(fit_metrics.epochs, 1)
     last = lambda x: jnp.nanmean(x[epochs - 1])
     metrics = {
-        "return": ret,
-        "episode_length": length,
+        "train/return": ret,
+        "train/episode_length": length,
         "env_steps": state.env_steps + length,
-        "model_train_loss": last(fit_metrics.train_loss),
-        "model_holdout_mse": jnp.mean(fit_metrics.best_holdout_mse),
-        "model_epochs": fit_metrics.epochs,
-        "model_nonfinite": fit_metrics.nonfinite_data | fit_metrics.nonfinite_loss,
-        "params_nonfinite": run_lib.nonfinite_leaves(fit_state.params),
-        "planner_predicted_return": mean_over_steps(info.best_return),
-        "planner_final_std": mean_over_steps(info.final_std.mean(axis=(-2, -1))),
+        "model/train_loss": last(fit_metrics.train_loss),
+        "model/holdout_mse": jnp.mean(fit_metrics.best_holdout_mse),
+        "model/epochs": fit_metrics.epochs,
+        "nonfinite/model_fit": fit_metrics.nonfinite_data | fit_metrics.nonfinite_loss,
+        "nonfinite/model_params": tree.nonfinite(fit_state.params),
+        "planner/predicted_return": mean_over_steps(info.best_return),
+        "planner/final_std": mean_over_steps(info.final_std.mean(axis=(-2, -1))),
     }
     new_state = State(buffer=buffer, fit_state=fit_state, key=key, trial=state.trial + 1,
                       env_steps=state.env_steps + length)
@@ -366,17 +354,11 @@ def make_step(config: Config, parts: Parts | None = None) -> Callable[[State], t
   return step
 
 
-def make_policy(state: State, config: Config, parts: Parts | None = None):
-  """An MPC policy on the state's fitted model: `(mpc_state, obs) -> (action, mpc_state)`,
-  with `init(key) -> mpc_state`, for evaluation rollouts."""
-  mpc = _make_mpc(config, parts or make_parts(config))
-  params = state.fit_state.params
-
-  def act(mpc_state, obs):
-    action, mpc_state, _ = mpc.act(mpc_state, params, obs)
-    return action, mpc_state
-
-  return mpc.init, act
+def make_policy(state: State, config: Config, parts: Parts | None = None) -> acting.Policy:
+  """MPC on the state's fitted model as an `envs.acting.Policy`, e.g. for evaluation:
+  `acting.evaluate(parts.env, make_policy(state, config), key, episodes, max_steps)`."""
+  parts = parts or make_parts(config)
+  return _mpc_policy(_make_mpc(config, parts), state.fit_state.params)
 
 
 def planner_rows_per_member(config: Config) -> int:
@@ -386,62 +368,26 @@ def planner_rows_per_member(config: Config) -> int:
   return sequences * p.num_particles // (m.num_elites or m.num_members)
 
 
-def checkpoint_meta(key: PRNGKey, config: Config) -> dict:
-  """What a checkpoint must share with a run to be resumed by it: the config and the keys."""
-  return run_lib.run_meta("pets", key, config)
+NONFINITE = {"nonfinite/model_fit": "the model fit's data or loss",
+             "nonfinite/model_params": "the model parameters"}
 
 
-def train(key: PRNGKey, config: Config, *,
-          progress_fn: Callable[[int, dict], Any] | None = None,
-          checkpoint_dir: str | None = None,
-          checkpoint_every: int = 1,
-          resume: bool = False,
-          ) -> tuple[State, dict[str, np.ndarray]]:
-  """Runs PETS: random trial(s), then `config.trials` trials, each one compiled call.
+def make(config: Config) -> Algorithm:
+  """PETS as an `Algorithm` for `mbrl_jax.run.train`: the random trial(s), then
+  `config.trials` trials, each one compiled call (validated before anything compiles).
 
-  Args:
-    key: one key for one run, or a batch of keys [S] for S seeds vmapped through the same
-      compiled calls (e.g. `jnp.stack([jax.random.key(s) for s in seeds])`). A batch placed
-      with a sharding (`mbrl_jax.run.devices.shard_seeds`) splits the seeds over devices.
-    config: the run's configuration (validated before anything compiles).
-    progress_fn: called after every trial, random ones included, as
-      `progress_fn(trial, metrics)`, with metrics as NumPy arrays (a seed axis first when `key`
-      is a batch).
-    checkpoint_dir: where to checkpoint the whole state (buffer, ensemble and optimizer,
-      keys, counters) and the history: after the random trials and every `checkpoint_every`
-      trials after that (`mbrl_jax.run.Checkpointer`, orbax).
-    checkpoint_every: trials between checkpoints (the last trial is always checkpointed).
-    resume: continue from the latest checkpoint in `checkpoint_dir` (which must have been
-      written with the same config and keys); the result equals an uninterrupted run's.
-      Without a checkpoint there, the run starts from scratch.
-
-  Returns:
-    The final state and a history dict of NumPy arrays [random_trials + trials, (S)]:
-    "return", "episode_length", "env_steps", and the model/planner metrics (NaN for the
-    random trials).
-
-  Raises:
-    FloatingPointError: NaN or Inf in the fitted model's data, loss or parameters; the message
-      names the trial, the seed and the component, and the last good checkpoint is kept.
-    mbrl_jax.run.CheckpointError: `resume` with a checkpoint of another run or a corrupt one.
+  The history holds, per trial [random_trials + trials, (S)]: "train/return",
+  "train/episode_length", "env_steps", and the model/planner metrics (NaN for the random
+  trials). A NaN or Inf in the fitted model's data, loss or parameters stops the run.
   """
-  run_lib.check_key(key)
   parts = make_parts(config)
 
   def init_fn(key):
     state, info = _init(parts, config, key)
-    return state, {"return": info["returns"], "episode_length": info["lengths"],
+    return state, {"train/return": info["returns"], "train/episode_length": info["lengths"],
                    "env_steps": jnp.cumsum(info["lengths"])}
 
-  def check(metrics):
-    return run_lib.describe_nonfinite(metrics, {
-        "model_nonfinite": "the model fit's data or loss",
-        "params_nonfinite": "the model parameters"})
-
-  return run_lib.train_chunks(
-      key, init_fn=init_fn, step_fn=make_step(config, parts),
-      num_chunks=config.random_trials + config.trials, name="PETS", unit="trial",
-      meta=checkpoint_meta(key, config), check_fn=check, progress_fn=progress_fn,
-      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
-      jit=functools.partial(compile_lib.jit, dot_rows=planner_rows_per_member(config)),
-      cache_key=("pets", config))
+  return Algorithm(name="pets", unit="trial", config=config, init=init_fn,
+                   step=make_step(config, parts),
+                   num_chunks=config.random_trials + config.trials,
+                   nonfinite=NONFINITE, dot_rows=planner_rows_per_member(config))

@@ -1,24 +1,22 @@
 """Model-free SAC on the MBPO loop: the "same learner without a model" baseline.
 
-A run is `mbrl_jax.algorithms.mbpo.train(..., use_model=False)`: random exploration, then
+`make(config)` is `mbrl_jax.algorithms.mbpo.make(..., use_model=False)`: random exploration, then
 epochs of `epoch_length` env steps, each step followed by `updates_per_step` SAC updates on
 real transitions only, one compiled call per epoch, seeds vmapped, a deterministic evaluation
 after each epoch. No ensemble is built or fitted.
 
-Example:
-  >>> state, history = train(jax.random.key(0), Config(env="pendulum", env_steps=20_000))
-  >>> history["return"]                                            # [epochs]
+Example (a minute of CPU, so skipped here):
+  >>> from mbrl_jax import run
+  >>> state, history = run.train(make(Config(env="pendulum")), jax.random.key(0))  # doctest: +SKIP
+  >>> history["eval/return"].shape                                                 # doctest: +SKIP
+  (19,)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
-
-import numpy as np
-
 from mbrl_jax.algorithms import mbpo
-from mbrl_jax.types import PRNGKey
+from mbrl_jax.algorithms.base import Algorithm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,11 +62,8 @@ def validate(config: Config) -> None:
     raise ValueError(str(e).replace("MBPO config:", "SAC config:")) from None
 
 
-def train(key: PRNGKey, config: Config, *,
-          progress_fn: Callable[[int, dict], Any] | None = None,
-          **checkpointing: Any) -> tuple[mbpo.State, dict[str, np.ndarray]]:
-  """Runs SAC; arguments (checkpoint_dir, checkpoint_every, resume included) and results as
-  `mbrl_jax.algorithms.mbpo.train` (no model metrics)."""
+def make(config: Config) -> Algorithm:
+  """Model-free SAC as an `Algorithm` for `mbrl_jax.run.train` (validated first); the
+  history is MBPO's without the model and rollout metrics."""
   validate(config)
-  return mbpo.train(key, to_mbpo(config), progress_fn=progress_fn, use_model=False,
-                    **checkpointing)
+  return mbpo.make(to_mbpo(config), use_model=False)

@@ -7,9 +7,15 @@
 * :func:`get_task_fns` (and :func:`get_reward_fn`, :func:`get_termination_fn`):
   ``fn(obs, action, next_obs)`` that reproduce the env's reward and done exactly.
 * :class:`PixelObservation`: uint8 [size, size, 3] image observations.
-* :func:`rollout` / :func:`batch_rollout`: ``lax.scan`` policy rollouts
-  returning :class:`mbrl_jax.types.Transition` with a leading time axis.
+* :mod:`mbrl_jax.envs.acting`: one policy type with its own state and the one
+  way to step, collect and evaluate (``acting.step``, ``collect``, ``episode``,
+  ``evaluate``), used by every algorithm.
+* :func:`rollout` / :func:`batch_rollout`: ``lax.scan`` rollouts of a stateless
+  ``policy_fn(key, obs)``, returning :class:`mbrl_jax.types.Transition` with a
+  leading time axis.
 """
+
+from mbrl_jax.envs import acting
 
 from mbrl_jax.envs.cartpole import CartpoleContinuous
 from mbrl_jax.envs.cartpole import CartpoleSwingup
@@ -36,6 +42,7 @@ __all__ = [
     'Pendulum',
     'PixelObservation',
     'TaskFns',
+    'acting',
     'batch_rollout',
     'default_episode_length',
     'get_reward_fn',

@@ -1,4 +1,5 @@
-"""Policy rollouts in Brax envs as `lax.scan`, returning `Transition`s."""
+"""Policy rollouts in Brax envs as `lax.scan`, returning `Transition`s: `rollout` is
+`mbrl_jax.envs.acting.collect` for a stateless `policy_fn(key, obs)`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from brax.envs.wrappers import training
 import jax
 import jax.numpy as jnp
 
+from mbrl_jax.envs import acting
 from mbrl_jax.types import PRNGKey, Transition
 
 PolicyFn = Callable[[PRNGKey, jax.Array], jax.Array]
@@ -71,44 +73,16 @@ def rollout(
   """
   _check_no_auto_reset(env)
   key_init, key_steps = jax.random.split(key)
-  state = env.reset(key_init) if init_state is None else init_state
-  state = state.replace(
-      reward=jnp.asarray(state.reward, jnp.float32),
-      done=jnp.asarray(state.done, jnp.float32),
-  )
-
-  def step(state: State, step_key: PRNGKey) -> tuple[State, Transition]:
-    key_act, key_reset = jax.random.split(step_key)
-    action = policy_fn(key_act, state.obs)
-    next_state = env.step(state, action)
-    reward = jnp.asarray(next_state.reward, jnp.float32)
-    done = jnp.asarray(next_state.done, jnp.float32)
-    truncated = jnp.asarray(
-        next_state.info.get('truncation', jnp.zeros_like(done)), jnp.float32
-    )
-    transition = Transition(
-        obs=state.obs,
-        action=action,
-        reward=reward,
-        next_obs=next_state.obs,
-        terminated=done * (1.0 - truncated),
-        truncated=truncated,
-    )
-    next_state = next_state.replace(reward=reward, done=done)
-    if auto_reset:
-      reset_state = env.reset(key_reset)
-      reset_state = reset_state.replace(
-          reward=jnp.zeros_like(reward), done=jnp.zeros_like(done)
-      )
-      next_state = jax.tree.map(
-          lambda r, n: jnp.where(done > 0.5, r, n), reset_state, next_state
-      )
-    return next_state, transition
-
-  final_state, transitions = jax.lax.scan(
-      step, state, jax.random.split(key_steps, num_steps)
-  )
-  return transitions, final_state
+  if init_state is None:
+    state = acting.reset_env(env, key_init)
+  else:
+    state = init_state.replace(reward=jnp.asarray(init_state.reward, jnp.float32),
+                               done=jnp.asarray(init_state.done, jnp.float32))
+  actor = acting.Actor(env_state=state, policy_state=(), episode_return=jnp.zeros(()),
+                       episode_length=jnp.zeros((), jnp.int32))
+  actor, transitions, _, _ = acting.collect(env, acting.stateless(policy_fn), actor, key_steps,
+                                            num_steps, auto_reset=auto_reset)
+  return transitions, actor.env_state
 
 
 def batch_rollout(

@@ -3,7 +3,8 @@ dataclasses, named presets, --resume), the run directory, seed keys on the devic
 progress callback that writes metric rows and drives a tqdm bar.
 
 A script is then: `args = parse(argv, ...)`, `run = start(args, ...)`,
-`algorithm.train(run.keys, args.config, progress_fn=run.progress(...), **run.train_kwargs)`.
+`mbrl_jax.run.train(module.make(args.config), run.keys, progress_fn=run.progress(...),
+**run.train_kwargs)`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import tqdm
 import tyro
 
 from mbrl_jax.run import config as config_lib
-from mbrl_jax.run.checkpoint import Checkpointer
+from mbrl_jax.run.checkpoint import Checkpointer, run_meta
 from mbrl_jax.run.devices import seed_mesh, shard_seeds
 from mbrl_jax.run.metrics import MetricsWriter
 
@@ -146,15 +147,15 @@ class Run:
 
 
 def start(args: RunArgs, *, name: str, validate: Callable[[Any], None],
-          meta_fn: Callable[[jax.Array, Any], dict], run_name: str | None = None) -> Run:
+          run_name: str | None = None) -> Run:
   """Checks the arguments (before anything compiles), creates the run directory with its
   config.json (or finds the resumed run's), and builds the seed keys.
 
   Args:
     args: from `parse`.
-    name: the algorithm, for messages and the default directory ("pets").
+    name: the algorithm's `Algorithm.name`, for messages, checkpoints and the default
+      directory ("pets").
     validate: the algorithm's config check (raises ValueError naming the field).
-    meta_fn: the algorithm's `checkpoint_meta(keys, config)`.
     run_name: the default directory's name after runs/ (default NAME-ENV-PRESET-TIMESTAMP).
   """
   if args.distributed:
@@ -188,6 +189,6 @@ def start(args: RunArgs, *, name: str, validate: Callable[[Any], None],
   resume_from = None
   if args.resume is not None:
     resume_from = Checkpointer(out / "checkpoints",
-                               meta=meta_fn(keys, args.config)).latest_step()
+                               meta=run_meta(name, keys, args.config)).latest_step()
   return Run(args=args, out=out, seeds=seeds, keys=keys,
              writer=MetricsWriter(out, tensorboard=args.tensorboard), resume_from=resume_from)

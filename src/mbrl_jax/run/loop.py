@@ -1,26 +1,24 @@
-"""The host-side loop around an algorithm's compiled chunks (a PETS trial, an MBPO epoch, a
-Dreamer training chunk): metric history, progress callbacks, periodic checkpoints, resume,
-and a stop on NaN or Inf that names the chunk and the component and keeps the last good
-checkpoint."""
+"""The one `train` that drives every algorithm (`mbrl_jax.algorithms.base.Algorithm`): vmap
+over seeds, jit with the state donated, a compile cache, and the host-side loop around the
+compiled chunks (a PETS trial, an MBPO epoch, a Dreamer training chunk): metric history,
+progress callbacks, periodic checkpoints, resume, and a stop on NaN or Inf that names the
+chunk and the component and keeps the last good checkpoint."""
 
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Hashable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import numpy as np
 
-from mbrl_jax.run.checkpoint import Checkpointer
+from mbrl_jax import compile as compile_lib
+from mbrl_jax.run.checkpoint import Checkpointer, run_meta
 from mbrl_jax.run.devices import to_host
+from mbrl_jax.tree import check_key
 
-
-def nonfinite_leaves(tree: Any) -> jax.Array:
-  """Whether any floating leaf of `tree` holds a NaN or Inf: a [] bool, traceable (for a
-  batch of seeds, `jax.vmap` it)."""
-  flags = [~jax.numpy.isfinite(x).all() for x in jax.tree.leaves(tree)
-           if jax.numpy.issubdtype(x.dtype, jax.numpy.floating)]
-  return jax.numpy.any(jax.numpy.stack(flags)) if flags else jax.numpy.asarray(False)
+if TYPE_CHECKING:
+  from mbrl_jax.algorithms.base import Algorithm
 
 
 class History:
@@ -107,79 +105,82 @@ def describe_nonfinite(metrics: dict[str, Any], flags: dict[str, str]) -> str | 
   return None
 
 
-
-
-# Compiled (init, step) pairs of recent train_chunks calls, by (cache_key, batched).
+# Compiled (init, step) pairs of recent `train` calls, by (name, config, batched, options).
 _COMPILED: collections.OrderedDict = collections.OrderedDict()
 _COMPILED_MAX = 8
 
 
-def check_key(key: Any) -> None:
-  """Raises ValueError unless `key` is a typed PRNG key or a 1-D batch of them (seeds)."""
-  if not (hasattr(key, "dtype") and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)) \
-      or key.ndim > 1:
-    raise ValueError(f"key must be a typed PRNG key (jax.random.key) or a 1-D batch of them, "
-                     f"got {getattr(key, 'dtype', type(key))} of shape {np.shape(key)}")
+def _compiled(algorithm: Algorithm, batched: bool) -> tuple[Callable, Callable]:
+  """The jitted (init, step) of `algorithm`, vmapped when `batched`; calls with an equal
+  algorithm name, config and compiler options reuse the first call's compiled functions."""
+  options = compile_lib.compiler_options(algorithm.dot_rows)
+  cache_key = (algorithm.name, algorithm.config, batched, tuple(sorted(options.items())))
+  cached = _COMPILED.get(cache_key)
+  if cached is None:
+    init_fn, step_fn = algorithm.init, algorithm.step
+    if batched:
+      init_fn, step_fn = jax.vmap(init_fn), jax.vmap(step_fn)
+    cached = (jax.jit(init_fn, compiler_options=options),
+              jax.jit(step_fn, donate_argnums=0, compiler_options=options))
+    _COMPILED[cache_key] = cached
+    while len(_COMPILED) > _COMPILED_MAX:
+      _COMPILED.popitem(last=False)
+  else:
+    _COMPILED.move_to_end(cache_key)
+  return cached
 
 
-def train_chunks(
+def train(
+    algorithm: Algorithm,
     key: jax.Array,
     *,
-    init_fn: Callable[[jax.Array], tuple[Any, dict]],
-    step_fn: Callable[[Any], tuple[Any, dict]],
-    num_chunks: int,
-    name: str,
-    unit: str,
-    meta: dict,
-    check_fn: Callable[[dict], str | None] | None = None,
     progress_fn: Callable[[int, dict], Any] | None = None,
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 1,
     resume: bool = False,
-    jit: Callable[..., Any] = jax.jit,
-    cache_key: Hashable | None = None,
 ) -> tuple[Any, dict[str, np.ndarray]]:
-  """An algorithm's `train`: init, then compiled chunks, seeds vmapped, with checkpoints.
+  """Runs any algorithm: init, then its compiled chunks, seeds vmapped, with checkpoints.
 
   Args:
-    key: a typed key (one seed) or a 1-D batch of them (seeds, vmapped; sharded over devices
-      when the batch is placed with a multi-device sharding, see `shard_seeds`).
-    init_fn: unbatched `init_fn(key) -> (state, done)`, where `done` holds the metrics of the
-      chunks init already ran, each [D] (e.g. PETS' random trials; D may be 0 with `{}`).
-    step_fn: unbatched, pure `step_fn(state) -> (state, metrics)`: one chunk.
-    num_chunks: total chunks, those done by init included.
-    name, unit: for messages ("PETS", "trial").
-    meta: what a checkpoint must share to be resumed (config, keys), JSON-able.
-    check_fn, progress_fn: see `run_chunks`; progress also runs for the init's chunks.
-    checkpoint_dir, checkpoint_every: checkpoints after init and every N chunks.
-    resume: continue from the latest checkpoint in `checkpoint_dir` (fresh start if none).
-    jit: the compiler (e.g. `mbrl_jax.compile.jit`); the step is jitted with its state donated.
-    cache_key: a hashable that determines `init_fn` and `step_fn` completely (e.g.
-      ("pets", config)). Calls with an equal key reuse the first call's compiled functions,
-      so a second `train` in the same process (a resume, another seed batch, a notebook
-      cell run again) does not compile again. The last few keys are kept.
+    algorithm: from the algorithm module's `make(config)` (e.g. `pets.make(pets.PRESETS[
+      "quick"])`), see `mbrl_jax.algorithms.base.Algorithm`.
+    key: a typed key (one seed) or a 1-D batch of them (seeds, vmapped through the same
+      compiled calls; split over devices when the batch is placed with a multi-device
+      sharding, see `shard_seeds`).
+    progress_fn: called after every chunk, those run by init included, as
+      `progress_fn(i, metrics)` with NumPy arrays (a seed axis first when `key` is a batch).
+    checkpoint_dir: where to checkpoint the whole state (orbax) and the metric history: after
+      init and every `checkpoint_every` chunks (the last one always).
+    checkpoint_every: chunks between checkpoints.
+    resume: continue from the latest checkpoint in `checkpoint_dir`, which must have been
+      written by the same algorithm, config and keys (fresh start if there is none); the
+      result equals an uninterrupted run's.
 
   Returns:
     The final state and the history, {metric: [num_chunks, (S)]}.
+
+  Raises:
+    FloatingPointError: a `nonfinite/...` metric was True; the message names the chunk, the
+      seed and the component, and the last good checkpoint is kept.
+    CheckpointError: `resume` with a checkpoint of another run, or a corrupt one.
+
+  Example:
+    >>> from mbrl_jax.algorithms import pets
+    >>> algorithm = pets.make(pets.PRESETS["quick"])
+    >>> keys = jnp.stack([jax.random.key(s) for s in range(4)])
+    >>> state, history = train(algorithm, keys)       # doctest: +SKIP
+    >>> history["train/return"].shape                  # doctest: +SKIP
+    (6, 4)
   """
   check_key(key)
   if checkpoint_every < 1:
     raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
   batched = key.ndim == 1
-  cached = _COMPILED.get((cache_key, batched)) if cache_key is not None else None
-  if cached is None:
-    if batched:
-      init_fn, step_fn = jax.vmap(init_fn), jax.vmap(step_fn)
-    cached = (jit(init_fn), jit(step_fn, donate_argnums=0))
-    if cache_key is not None:
-      _COMPILED[(cache_key, batched)] = cached
-      while len(_COMPILED) > _COMPILED_MAX:
-        _COMPILED.popitem(last=False)
-  else:
-    _COMPILED.move_to_end((cache_key, batched))
-  init_fn, step = cached
+  init_fn, step = _compiled(algorithm, batched)
   sharding = key.sharding if batched and len(key.sharding.device_set) > 1 else None
-  checkpointer = None if checkpoint_dir is None else Checkpointer(checkpoint_dir, meta=meta)
+  checkpointer = None if checkpoint_dir is None else Checkpointer(
+      checkpoint_dir, meta=run_meta(algorithm.name, key, algorithm.config))
+  name, unit = algorithm.name, algorithm.unit
 
   if resume and checkpointer is not None and checkpointer.latest_step() is not None:
     state, extra = checkpointer.restore(jax.eval_shape(init_fn, key)[0])
@@ -203,7 +204,7 @@ def train_chunks(
       checkpointer.save(start, state, extra={"history": history.to_json()})
 
   state, history = run_chunks(
-      step, state, start=start, stop=num_chunks, history=history, name=name, unit=unit,
-      checkpointer=checkpointer, checkpoint_every=checkpoint_every, check_fn=check_fn,
-      progress_fn=progress_fn)
+      step, state, start=start, stop=algorithm.num_chunks, history=history, name=name,
+      unit=unit, checkpointer=checkpointer, checkpoint_every=checkpoint_every,
+      check_fn=lambda m: describe_nonfinite(m, algorithm.nonfinite), progress_fn=progress_fn)
   return state, history.stacked()

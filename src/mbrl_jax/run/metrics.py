@@ -3,8 +3,10 @@
 `MetricsWriter(dir)` appends rows to `dir/metrics.jsonl` (one JSON object per line, flushed, so
 a killed run keeps every finished row), keeps `dir/metrics.csv` equal to it (one column per key
 seen so far; the CSV is rewritten from the JSON Lines, so new keys never break it), and, with
-`tensorboard=True`, logs every numeric field as a scalar against `env_steps` (tag
-`seed{S}/{key}`) through tensorboardX (`pip install "mbrl_jax[tensorboard]"`).
+`tensorboard=True`, logs every numeric field as a scalar against `env_steps` through
+tensorboardX (`pip install "mbrl_jax[tensorboard]"`): one TensorBoard run per seed
+(`dir/tensorboard/seed{S}/`), so each tag is the metric's own name (`train/return`) and
+TensorBoard overlays the seeds.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 # Columns that come first in the CSV, when present.
-LEADING_COLUMNS = ("seed", "trial", "epoch", "env_steps", "return")
+LEADING_COLUMNS = ("seed", "trial", "epoch", "chunk", "env_steps", "train/return",
+                   "eval/return")
 
 
 def _plain(value: Any) -> Any:
@@ -83,14 +86,15 @@ class MetricsWriter:
     self.jsonl = self.directory / "metrics.jsonl"
     self.csv = self.directory / "metrics.csv"
     self.step_key = step_key
-    self._tb = None
+    self._tb = None                  # {seed: SummaryWriter}
     if tensorboard:
       try:
         import tensorboardX
       except ImportError:
         raise ImportError('TensorBoard logging needs tensorboardX: '
                           'pip install "mbrl_jax[tensorboard]"') from None
-      self._tb = tensorboardX.SummaryWriter(str(self.directory / "tensorboard"))
+      self._summary_writer = tensorboardX.SummaryWriter
+      self._tb = {}
 
   def write(self, rows: list[dict[str, Any]]) -> None:
     rows = [{k: _plain(v) for k, v in r.items()} for r in rows]
@@ -99,12 +103,15 @@ class MetricsWriter:
     if self._tb is not None:
       for r in rows:
         step = r.get(self.step_key)
-        prefix = f"seed{r['seed']}/" if "seed" in r else ""
+        run = f"seed{r['seed']}" if "seed" in r else "run"
+        if run not in self._tb:
+          self._tb[run] = self._summary_writer(str(self.directory / "tensorboard" / run))
         for k, v in r.items():
           if k not in ("seed", self.step_key) and isinstance(v, (int, float)) and \
               not isinstance(v, bool):
-            self._tb.add_scalar(prefix + k, v, global_step=step)
-      self._tb.flush()
+            self._tb[run].add_scalar(k, v, global_step=step)
+      for tb in self._tb.values():
+        tb.flush()
 
   def keep_only(self, keep: Callable[[dict[str, Any]], bool]) -> int:
     """Drops the rows for which `keep(row)` is False (used on resume to forget rows written
@@ -118,5 +125,5 @@ class MetricsWriter:
     return len(rows)
 
   def close(self) -> None:
-    if self._tb is not None:
-      self._tb.close()
+    for tb in (self._tb or {}).values():
+      tb.close()

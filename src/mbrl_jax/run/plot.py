@@ -39,12 +39,20 @@ def curves(rows: list[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray, np
           np.array([v.max() for v in ys]))
 
 
+def default_y(rows: list[dict]) -> str:
+  """"eval/return" where the rows have it, else "train/return" (PETS evaluates by training)."""
+  has_eval = any(r.get("eval/return") is not None for r in rows)
+  return "eval/return" if has_eval else "train/return"
+
+
 def plot_learning_curves(run_dirs: list[pathlib.Path], out: pathlib.Path, *, x: str = "trial",
-                         y: str = "return", title: str | None = None) -> pathlib.Path:
-  """Draws y against x for each run directory (its metrics.jsonl) into the PNG `out`."""
+                         y: str | None = None, title: str | None = None) -> pathlib.Path:
+  """Draws y (default: `default_y` of the first run) against x for each run directory (its
+  metrics.jsonl) into the PNG `out`."""
   fig, ax = plt.subplots(figsize=(6, 4))
   for run_dir in run_dirs:
     rows = read_jsonl(pathlib.Path(run_dir) / "metrics.jsonl")
+    y = y or default_y(rows)
     xs, mean, lo, hi = curves(rows, x, y)
     seeds = len({r["seed"] for r in rows})
     line, = ax.plot(xs, mean, marker="o", label=f"{pathlib.Path(run_dir).name} ({seeds} seeds)")
@@ -72,8 +80,8 @@ class Args:
   """PNG to write."""
   x: str = "trial"
   """Column on the x axis (trial or env_steps)."""
-  y: str = "return"
-  """Column on the y axis."""
+  y: str | None = None
+  """Column on the y axis (default: eval/return where the runs have it, else train/return)."""
 
 
 def main() -> None:
