@@ -75,10 +75,12 @@ def test_existing_run_is_not_overwritten(tmp_path):
   assert (tmp_path / "metrics.jsonl").read_text() == '{"seed": 0}\n'
 
 
-def test_help_shows_defaults():
+def test_help_shows_defaults_and_nothing_before_usage():
   env = {**os.environ, "COLUMNS": "80"}
-  out = subprocess.run([sys.executable, str(ROOT / "experiments" / "mbpo.py"), "--help"],
-                       capture_output=True, text=True, check=True, env=env).stdout
+  done = subprocess.run([sys.executable, str(ROOT / "experiments" / "mbpo.py"), "--help"],
+                        capture_output=True, text=True, check=True, env=env)
+  out = done.stdout
+  assert out.startswith("usage: ") and done.stderr == "", (out[:200], done.stderr)
   for flag in ("--env", "--seed", "--seeds", "--env-steps", "--out", "--preset",
                "--rollout.schedule", "--real-ratio", "--sac.batch-size"):
     assert flag in out
