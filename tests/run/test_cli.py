@@ -22,10 +22,14 @@ class ToyPlanner:
     horizon: planning horizon, the number of steps each candidate sequence looks ahead of
       (`now`), counted in env steps.
     num_particles: particles per sequence.
+    min_std, max_std: bounds of the sampling
+      standard deviation.
   """
 
   horizon: int = 15
   num_particles: int = 10
+  min_std: float = 0.1
+  max_std: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +167,10 @@ def test_help_shows_each_docstring_as_one_paragraph(capsys, monkeypatch):
   assert "(`now`), counted in env steps." in line_with("planning horizon, the number")
   assert "(see the registry) and have task functions." in line_with("environment name,")
   assert "when there are several)." in line_with("Number of seeds, vmapped")
+  # An entry naming several fields documents each of them.
+  for flag in ("--planner.min-std", "--planner.max-std"):
+    at = next(i for i, line in enumerate(lines) if flag in line)
+    assert "bounds of the sampling standard deviation. (default: " in " ".join(lines[at:at + 2])
 
 
 def test_one_paragraph_keeps_paragraphs_and_list_items():

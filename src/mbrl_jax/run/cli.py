@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Annotated, Any, Callable, Generic, TypeVar
 
+import docstring_parser
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,10 +142,22 @@ def _one_paragraph(text: str | None) -> str | None:
   return "\n\n".join(paragraphs)
 
 
+def _grouped_attributes(cls: type) -> dict[str, str]:
+  """Field name -> description for the entries of `cls`'s "Attributes:" section that document
+  several fields at once ("actor_lr, critic_lr: Adam step sizes."), which tyro skips."""
+  out = {}
+  for klass in cls.__mro__:
+    for param in docstring_parser.parse(klass.__doc__ or "").params:
+      if "," in param.arg_name and param.description:
+        for name in param.arg_name.split(","):
+          out.setdefault(name.strip(), param.description)
+  return out
+
+
 def _help_registry() -> tyro.constructors.ConstructorRegistry:
   """A tyro registry that shows every dataclass field's docstring (from a docstring under the
-  field or from the class's "Attributes:" section) as paragraphs that tyro wraps to the
-  terminal, instead of keeping the source's line breaks."""
+  field or from the class's "Attributes:" section, grouped entries included) as paragraphs
+  that tyro wraps to the terminal, instead of keeping the source's line breaks."""
   registry = tyro.constructors.ConstructorRegistry()
   inside = []
 
@@ -160,11 +173,14 @@ def _help_registry() -> tyro.constructors.ConstructorRegistry:
     if not isinstance(spec, tyro.constructors.StructConstructorSpec):
       return spec
 
-    def unwrapped(helptext):
-      return lambda: _one_paragraph(helptext() if callable(helptext) else helptext)
+    def unwrapped(name, helptext):
+      def text():
+        found = helptext() if callable(helptext) else helptext
+        return _one_paragraph(found or _grouped_attributes(info.type).get(name))
+      return text
 
     return dataclasses.replace(spec, fields=tuple(
-        dataclasses.replace(f, helptext=unwrapped(f.helptext)) for f in spec.fields))
+        dataclasses.replace(f, helptext=unwrapped(f.name, f.helptext)) for f in spec.fields))
 
   return registry
 
