@@ -115,8 +115,13 @@ def test_resume_of_what_is_not_a_run_is_one_line(tmp_path):
   (tmp_path / "file").write_text("x")
   (tmp_path / "bad").mkdir()
   (tmp_path / "bad" / "config.json").write_text("{not json")
+  (tmp_path / "other").mkdir()
+  (tmp_path / "other" / "config.json").write_text(json.dumps(
+      {"algorithm": "pets", "preset": "quick", "seed": 0, "seeds": 1,
+       "config": {"trials": 5}}))
   for where, message in [("nope", "no such directory"), ("file", "not a directory"),
-                         (".", "no config.json there"), ("bad", "config.json is not a")]:
+                         (".", "no config.json there"), ("bad", "config.json is not JSON"),
+                         ("other", "that is a pets run, not a ")]:
     with pytest.raises(SystemExit) as exit_info:
       parse(["--resume", str(tmp_path / where), "--seeds", "2"])
     assert message in str(exit_info.value) and "\n" not in str(exit_info.value)
@@ -201,3 +206,13 @@ def test_importing_mbrl_jax_stays_light():
   code = "import sys, mbrl_jax; print(sorted({'jax', 'mujoco', 'brax'} & set(sys.modules)))"
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout == "[]\n" and out.stderr == ""
+
+
+def test_resume_before_the_first_checkpoint_says_the_run_starts_over(tmp_path, capsys):
+  out, _ = saved_run(tmp_path, ORIGINAL)
+  run = start(parse(["--resume", str(out)]))
+  try:
+    assert run.resume_from is None and run.seeds == [3, 4]
+    assert "no checkpoint there yet, so the run starts over" in capsys.readouterr().out
+  finally:
+    run.close()

@@ -205,16 +205,24 @@ def saved_args(run_dir: pathlib.Path, config_cls: type[C]) -> RunArgs[C]:
   path = run_dir / "config.json"
   if not path.exists():
     raise SystemExit(f"error: --resume {run_dir}: no config.json there (not a run directory?)")
+  what = f"{config_cls.__module__}.{config_cls.__name__}"
   try:
     saved = json.loads(path.read_text())
+  except ValueError as e:
+    raise SystemExit(f"error: --resume {run_dir}: config.json is not JSON ({e})") from None
+  try:
     config = config_lib.from_dict(config_cls, saved["config"])
     return RunArgs(config=config, preset=saved["preset"], seed=saved["seed"],
                    seeds=saved["seeds"], out=run_dir,
                    checkpoint_every=saved.get("checkpoint_every", 1),
                    tensorboard=saved.get("tensorboard", False), resume=run_dir)
   except (KeyError, TypeError, ValueError) as e:
-    raise SystemExit(f"error: --resume {run_dir}: config.json is not a {config_cls.__module__}"
-                     f".{config_cls.__name__} ({type(e).__name__}: {e})") from None
+    algorithm = saved.get("algorithm") if isinstance(saved, dict) else None
+    if isinstance(algorithm, str) and algorithm not in config_cls.__module__.split("."):
+      raise SystemExit(f"error: --resume {run_dir}: that is a {algorithm} run, not a {what} "
+                       f"run (resume it with experiments/{algorithm}.py)") from None
+    raise SystemExit(f"error: --resume {run_dir}: config.json is not a {what} "
+                     f"({type(e).__name__}: {e})") from None
 
 
 @dataclasses.dataclass
@@ -318,5 +326,7 @@ def start(args: RunArgs, *, name: str, validate: Callable[[Any], None],
   if args.resume is not None:
     resume_from = Checkpointer(out / "checkpoints",
                                meta=meta_fn(keys, args.config)).latest_step()
+    if resume_from is None:
+      print(f"--resume {out}: no checkpoint there yet, so the run starts over", flush=True)
   return Run(args=args, out=out, seeds=seeds, keys=keys,
              writer=MetricsWriter(out, tensorboard=args.tensorboard), resume_from=resume_from)
