@@ -31,7 +31,7 @@ def test_tiny_run_writes_its_files_and_resume_of_a_finished_run_changes_nothing(
   rows = read_jsonl(out / "metrics.jsonl")
   assert [(r["seed"], r["chunk"]) for r in rows] == [(5, 0), (5, 1), (5, 2)]
   assert [r["env_steps"] for r in rows] == [60, 80, 100]
-  np.testing.assert_allclose([r["eval_return"] for r in rows], history["eval_return"][:, 0],
+  np.testing.assert_allclose([r["eval/return"] for r in rows], history["eval/return"][:, 0],
                              rtol=1e-6)
   assert (out / "metrics.csv").exists() and (out / "learning_curve.png").stat().st_size > 1000
   assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2", "3"]

@@ -34,12 +34,12 @@ def test_script_writes_config_metrics_and_plot(tmp_path):
   rows = read_jsonl(out / "metrics.jsonl")
   assert sorted((r["seed"], r["epoch"]) for r in rows) == [(7, 0), (7, 1), (8, 0), (8, 1)]
   for r in rows:
-    assert {"seed", "env_steps", "return", "rollout_length", "model_holdout_mse"} <= set(r)
+    assert {"seed", "env_steps", "eval/return", "rollout/length", "model/holdout_mse"} <= set(r)
     assert r["env_steps"] == 20 + 20 * (r["epoch"] + 1)
-    assert r["rollout_length"] == r["epoch"] + 1
-    assert -25 * 16.3 < r["return"] < 0                              # pendulum, 25 steps
-  by_key = {(r["seed"], r["epoch"]): r["return"] for r in rows}
-  np.testing.assert_allclose(history["return"][1], [by_key[(7, 1)], by_key[(8, 1)]])
+    assert r["rollout/length"] == r["epoch"] + 1
+    assert -25 * 16.3 < r["eval/return"] < 0                              # pendulum, 25 steps
+  by_key = {(r["seed"], r["epoch"]): r["eval/return"] for r in rows}
+  np.testing.assert_allclose(history["eval/return"][1], [by_key[(7, 1)], by_key[(8, 1)]])
   assert (out / "learning_curve.png").stat().st_size > 1000
 
 
@@ -75,10 +75,12 @@ def test_existing_run_is_not_overwritten(tmp_path):
   assert (tmp_path / "metrics.jsonl").read_text() == '{"seed": 0}\n'
 
 
-def test_help_shows_defaults():
+def test_help_shows_defaults_and_nothing_before_usage():
   env = {**os.environ, "COLUMNS": "80"}
-  out = subprocess.run([sys.executable, str(ROOT / "experiments" / "mbpo.py"), "--help"],
-                       capture_output=True, text=True, check=True, env=env).stdout
+  done = subprocess.run([sys.executable, str(ROOT / "experiments" / "mbpo.py"), "--help"],
+                        capture_output=True, text=True, check=True, env=env)
+  out = done.stdout
+  assert out.startswith("usage: ") and done.stderr == "", (out[:200], done.stderr)
   for flag in ("--env", "--seed", "--seeds", "--env-steps", "--out", "--preset",
                "--rollout.schedule", "--real-ratio", "--sac.batch-size"):
     assert flag in out

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from mbrl_jax.run import cli as run_cli
 from mbrl_jax.run import read_jsonl
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -31,10 +32,10 @@ def test_script_writes_config_metrics_and_plot(tmp_path):
   rows = read_jsonl(out / "metrics.jsonl")
   assert sorted((r["seed"], r["trial"]) for r in rows) == [(7, 0), (7, 1), (8, 0), (8, 1)]
   for r in rows:
-    assert {"seed", "trial", "env_steps", "return"} <= set(r)
-    assert 0 < r["return"] <= 30
-  by_key = {(r["seed"], r["trial"]): r["return"] for r in rows}
-  np.testing.assert_array_equal(history["return"][1], [by_key[(7, 1)], by_key[(8, 1)]])
+    assert {"seed", "trial", "env_steps", "train/return"} <= set(r)
+    assert 0 < r["train/return"] <= 30
+  by_key = {(r["seed"], r["trial"]): r["train/return"] for r in rows}
+  np.testing.assert_array_equal(history["train/return"][1], [by_key[(7, 1)], by_key[(8, 1)]])
   assert (out / "learning_curve.png").stat().st_size > 1000
 
 
@@ -73,10 +74,13 @@ def test_existing_run_is_not_overwritten(tmp_path):
   assert (tmp_path / "metrics.jsonl").read_text() == '{"seed": 0}\n'
 
 
-def test_help_shows_defaults():
+def test_help_shows_defaults_and_nothing_before_usage():
   env = {**os.environ, "COLUMNS": "80"}
-  out = subprocess.run([sys.executable, str(ROOT / "experiments" / "pets.py"), "--help"],
-                       capture_output=True, text=True, check=True, env=env).stdout
+  done = subprocess.run([sys.executable, str(ROOT / "experiments" / "pets.py"), "--help"],
+                        capture_output=True, text=True, check=True, env=env)
+  out = done.stdout
+  # No "Failed to import warp" (mujoco-mjx's) or any other line ahead of the help.
+  assert out.startswith("usage: ") and done.stderr == "", (out[:200], done.stderr)
   for flag in ("--env", "--seed", "--seeds", "--trials", "--out", "--preset",
                "--planner.population", "--fit.batch-size", "--model.num-members"):
     assert flag in out
@@ -112,13 +116,28 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path):
   finally:
     proc.wait()
   assert max(r["trial"] for r in read_jsonl(metrics)) < 5
-  pets_script.main(["--resume", str(killed)])
+  # The original command with --resume added (plain --resume DIR: tests/run/test_cli.py).
+  pets_script.main(argv + ["--seeds", "2", "--out", str(killed), "--resume", str(killed)])
   assert _rows_without_wall_time(metrics) == _rows_without_wall_time(full / "metrics.jsonl")
   assert (killed / "metrics.csv").read_text().count("\n") == 2 * 5 + 1
 
 
-def test_resume_refuses_other_options_and_missing_runs(tmp_path):
-  with pytest.raises(SystemExit, match="--resume takes the run's saved config"):
-    pets_script.main(["--resume", str(tmp_path), "--trials", "3"])
+def test_resume_names_options_that_differ_and_refuses_missing_runs(tmp_path):
+  out = tmp_path / "run"
+  args = pets_script.parse(TINY + ["--out", str(out)])
+  out.mkdir()
+  (out / "config.json").write_text(json.dumps(run_cli.saved_record(args, "pets")))
+  assert pets_script.parse(TINY + ["--resume", str(out)]).config == args.config
+  with pytest.raises(SystemExit, match=f"error: --resume {out}: --planner.horizon is 20 here "
+                                       "but 5 in the saved run"):
+    pets_script.main(TINY + ["--planner.horizon", "20", "--resume", str(out)])
   with pytest.raises(SystemExit, match="no config.json"):
-    pets_script.main(["--resume", str(tmp_path)])
+    pets_script.main(["--resume", str(tmp_path), "--trials", "3"])
+
+
+def test_out_naming_a_file_is_refused(tmp_path):
+  path = tmp_path / "notes.txt"
+  path.write_text("mine")
+  with pytest.raises(SystemExit, match="is a file; give a directory"):
+    pets_script.main(TINY + ["--out", str(path)])
+  assert path.read_text() == "mine"

@@ -13,10 +13,12 @@ import argparse
 import dataclasses
 import json
 import pathlib
+import re
 import sys
 import time
 from typing import Annotated, Any, Callable, Generic, TypeVar
 
+import docstring_parser
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,45 +56,174 @@ class RunArgs(Generic[C]):
   JAX_NUM_PROCESSES and JAX_PROCESS_ID, or the cluster's environment); run the same command
   on every host."""
   resume: pathlib.Path | None = None
-  """Continue the run in this directory from its latest checkpoint, with its saved config
-  (give no other option). The finished run equals an uninterrupted one."""
+  """Continue the run in this directory from its latest checkpoint, with its saved options.
+  Other options may be given too (the original command with --resume DIR added), but must match
+  the saved run; --distributed is the one that may differ. The finished run equals an
+  uninterrupted one."""
+
+
+# Options that are not part of a run's identity: a resumed run may give them differently.
+_PER_LAUNCH = ("distributed", "resume", "out")
 
 
 def parse(argv: list[str], *, config_cls: type[C], presets: dict[str, C], default_preset: str,
           description: str) -> RunArgs[C]:
-  """Reads --preset first, then parses everything else over that preset's values; with
-  --resume DIR, the arguments saved in DIR/config.json. Exits with a message on an unknown
-  preset."""
-  pre = argparse.ArgumentParser(add_help=False)
+  """Reads --preset first, then parses everything else over that preset's values. With
+  --resume DIR, parses the other options over the arguments saved in DIR/config.json and exits
+  with a message naming each option that differs from the saved run. Exits with a message on
+  an unknown preset."""
+  pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
   pre.add_argument("--preset", default=default_preset)
   pre.add_argument("--resume", type=pathlib.Path, default=None)
-  known, rest = pre.parse_known_args(argv)
+  known, _ = pre.parse_known_args(argv)
+  description = f"{description}\nPresets: {', '.join(presets)} (default {default_preset})."
   if known.resume is not None:
-    if rest or "--preset" in argv:
-      raise SystemExit(f"error: --resume takes the run's saved config; drop {rest or argv}")
-    return saved_args(known.resume, config_cls)
+    saved = saved_args(known.resume, config_cls)
+    here = tyro.cli(RunArgs[config_cls], default=saved, args=argv, description=description,
+                    registry=_REGISTRY)
+    _check_same_run(here, saved)
+    return dataclasses.replace(saved, distributed=here.distributed)
   if known.preset not in presets:
     raise SystemExit(f"error: unknown preset {known.preset!r}; valid: {', '.join(presets)}")
   default = RunArgs(config=presets[known.preset], preset=known.preset)
-  description = f"{description}\nPresets: {', '.join(presets)} (default {default_preset})."
-  return tyro.cli(RunArgs[config_cls], default=default, args=argv, description=description)
+  return tyro.cli(RunArgs[config_cls], default=default, args=argv, description=description,
+                  registry=_REGISTRY)
+
+
+def _check_same_run(here: RunArgs, saved: RunArgs) -> None:
+  """Exits naming every option of `here` (parsed over `saved`) that differs from the saved
+  run's, and an --out that is not the resumed directory."""
+  run_dir = saved.resume
+  if here.out is not None and here.out.resolve() != run_dir.resolve():
+    raise SystemExit(f"error: --resume {run_dir}: --out is {here.out} here; a resumed run "
+                     f"stays in {run_dir} (drop --out or make it {run_dir})")
+  diffs = [f"{flag} is {_shown(a)} here but {_shown(b)} in the saved run"
+           for flag, a, b in _differences(here, saved, "") if flag.strip("-") not in _PER_LAUNCH]
+  if diffs:
+    raise SystemExit(f"error: --resume {run_dir}: " + "; ".join(diffs)
+                     + " (drop those options, or start a new run with another --out)")
+
+
+def _differences(a: Any, b: Any, prefix: str) -> list[tuple[str, Any, Any]]:
+  """(flag, value in a, value in b) for each leaf where two dataclass trees differ."""
+  out = []
+  for field in dataclasses.fields(a):
+    x, y = getattr(a, field.name), getattr(b, field.name)
+    # RunArgs.config has no name of its own on the command line; tyro writes a field
+    # `num_particles` as --num-particles (inner underscores only: `lambda_` stays).
+    core = field.name.strip("_")
+    part = field.name.replace(core, core.replace("_", "-"), 1)
+    name = "" if field.name == "config" and not prefix else prefix + part
+    if dataclasses.is_dataclass(x) and type(x) is type(y):
+      out += _differences(x, y, f"{name}." if name else "")
+    elif x != y:
+      out.append((f"--{name}", x, y))
+  return out
+
+
+def _shown(value: Any) -> str:
+  """A value as it is written on the command line."""
+  if isinstance(value, (tuple, list)):
+    return " ".join(map(str, value)) or "()"
+  if dataclasses.is_dataclass(value):
+    return type(value).__name__
+  return str(value)
+
+
+def _one_paragraph(text: str | None) -> str | None:
+  """Joins a docstring's hard-wrapped lines: each blank-line-separated block becomes one
+  paragraph (lines starting a list item, "- " or "* ", stay on their own line)."""
+  if text is None:
+    return None
+  paragraphs = []
+  for block in re.split(r"\n\s*\n", text.strip()):
+    lines = [line.strip() for line in block.splitlines()]
+    paragraphs.append(lines[0] + "".join(
+        ("\n" if line[:2] in ("- ", "* ") else " ") + line for line in lines[1:]))
+  return "\n\n".join(paragraphs)
+
+
+def _grouped_attributes(cls: type) -> dict[str, str]:
+  """Field name -> description for the entries of `cls`'s "Attributes:" section that document
+  several fields at once ("actor_lr, critic_lr: Adam step sizes."), which tyro skips."""
+  out = {}
+  for klass in cls.__mro__:
+    for param in docstring_parser.parse(klass.__doc__ or "").params:
+      if "," in param.arg_name and param.description:
+        for name in param.arg_name.split(","):
+          out.setdefault(name.strip(), param.description)
+  return out
+
+
+def _help_registry() -> tyro.constructors.ConstructorRegistry:
+  """A tyro registry that shows every dataclass field's docstring (from a docstring under the
+  field or from the class's "Attributes:" section, grouped entries included) as paragraphs
+  that tyro wraps to the terminal, instead of keeping the source's line breaks."""
+  registry = tyro.constructors.ConstructorRegistry()
+  inside = []
+
+  @registry.struct_rule
+  def unwrap_helptext(info):
+    if inside or not dataclasses.is_dataclass(info.type):
+      return None
+    inside.append(True)
+    try:  # tyro's own rule for this dataclass; ours steps aside while it runs
+      spec = tyro.constructors.ConstructorRegistry.get_struct_spec(info)
+    finally:
+      inside.pop()
+    if not isinstance(spec, tyro.constructors.StructConstructorSpec):
+      return spec
+
+    def unwrapped(name, helptext):
+      def text():
+        found = helptext() if callable(helptext) else helptext
+        return _one_paragraph(found or _grouped_attributes(info.type).get(name))
+      return text
+
+    return dataclasses.replace(spec, fields=tuple(
+        dataclasses.replace(f, helptext=unwrapped(f.name, f.helptext)) for f in spec.fields))
+
+  return registry
+
+
+_REGISTRY = _help_registry()
+
+
+def saved_record(args: RunArgs, name: str) -> dict:
+  """What a run saves in its config.json: the algorithm's name and the arguments that make the
+  run (`saved_args` reads them back)."""
+  return {"algorithm": name, "preset": args.preset, "seed": args.seed, "seeds": args.seeds,
+          "checkpoint_every": args.checkpoint_every, "tensorboard": args.tensorboard,
+          "config": dataclasses.asdict(args.config)}
 
 
 def saved_args(run_dir: pathlib.Path, config_cls: type[C]) -> RunArgs[C]:
   """The arguments a run in `run_dir` was started with (from its config.json)."""
+  if not run_dir.exists():
+    raise SystemExit(f"error: --resume {run_dir}: no such directory")
+  if not run_dir.is_dir():
+    raise SystemExit(f"error: --resume {run_dir}: not a directory (give a run's directory)")
   path = run_dir / "config.json"
   if not path.exists():
     raise SystemExit(f"error: --resume {run_dir}: no config.json there (not a run directory?)")
-  saved = json.loads(path.read_text())
+  what = f"{config_cls.__module__}.{config_cls.__name__}"
+  try:
+    saved = json.loads(path.read_text())
+  except ValueError as e:
+    raise SystemExit(f"error: --resume {run_dir}: config.json is not JSON ({e})") from None
   try:
     config = config_lib.from_dict(config_cls, saved["config"])
+    return RunArgs(config=config, preset=saved["preset"], seed=saved["seed"],
+                   seeds=saved["seeds"], out=run_dir,
+                   checkpoint_every=saved.get("checkpoint_every", 1),
+                   tensorboard=saved.get("tensorboard", False), resume=run_dir)
   except (KeyError, TypeError, ValueError) as e:
-    raise SystemExit(f"error: --resume {run_dir}: config.json is not a {config_cls.__module__}"
-                     f".{config_cls.__name__} ({e})") from None
-  return RunArgs(config=config, preset=saved["preset"], seed=saved["seed"],
-                 seeds=saved["seeds"], out=run_dir,
-                 checkpoint_every=saved.get("checkpoint_every", 1),
-                 tensorboard=saved.get("tensorboard", False), resume=run_dir)
+    algorithm = saved.get("algorithm") if isinstance(saved, dict) else None
+    if isinstance(algorithm, str) and algorithm not in config_cls.__module__.split("."):
+      raise SystemExit(f"error: --resume {run_dir}: that is a {algorithm} run, not a {what} "
+                       f"run (resume it with experiments/{algorithm}.py)") from None
+    raise SystemExit(f"error: --resume {run_dir}: config.json is not a {what} "
+                     f"({type(e).__name__}: {e})") from None
 
 
 @dataclasses.dataclass
@@ -162,6 +293,10 @@ def start(args: RunArgs, *, name: str, validate: Callable[[Any], None],
     jax.distributed.initialize()
   if args.seeds < 1:
     raise SystemExit(f"error: --seeds must be >= 1, got {args.seeds}")
+  if not 0 <= args.seed <= 2**32 - args.seeds:
+    # jax.random.key keeps 32 bits: a larger or negative seed would repeat another one.
+    raise SystemExit(f"error: --seed must be in [0, 2**32 - seeds] (seeds are 32-bit), got "
+                     f"{args.seed}")
   if args.checkpoint_every < 1:
     raise SystemExit(f"error: --checkpoint-every must be >= 1, got {args.checkpoint_every}")
   try:
@@ -172,14 +307,16 @@ def start(args: RunArgs, *, name: str, validate: Callable[[Any], None],
   out = args.out or pathlib.Path("runs") / (
       run_name or f"{name}-{env}-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
   if args.resume is None:
+    if out.exists() and not out.is_dir():
+      raise SystemExit(f"error: --out {out} is a file; give a directory (nothing was written)")
     if (out / "metrics.jsonl").exists():
       raise SystemExit(f"error: {out / 'metrics.jsonl'} exists; choose another --out or "
                        f"--resume {out} (nothing was changed)")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(
-        {"algorithm": name, "preset": args.preset, "seed": args.seed, "seeds": args.seeds,
-         "checkpoint_every": args.checkpoint_every, "tensorboard": args.tensorboard,
-         "config": dataclasses.asdict(args.config)}, indent=1))
+    try:
+      out.mkdir(parents=True, exist_ok=True)
+      (out / "config.json").write_text(json.dumps(saved_record(args, name), indent=1))
+    except OSError as e:
+      raise SystemExit(f"error: --out {out}: cannot create it ({e.strerror or e})") from None
   seeds = list(range(args.seed, args.seed + args.seeds))
   keys = jnp.stack([jax.random.key(s) for s in seeds])
   if jax.device_count() > 1:
@@ -190,5 +327,7 @@ def start(args: RunArgs, *, name: str, validate: Callable[[Any], None],
   if args.resume is not None:
     resume_from = Checkpointer(out / "checkpoints",
                                meta=run_meta(name, keys, args.config)).latest_step()
+    if resume_from is None:
+      print(f"--resume {out}: no checkpoint there yet, so the run starts over", flush=True)
   return Run(args=args, out=out, seeds=seeds, keys=keys,
              writer=MetricsWriter(out, tensorboard=args.tensorboard), resume_from=resume_from)
