@@ -26,7 +26,6 @@ import tyro
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import benchlib  # noqa: E402
-import dreamer as dreamer_script  # noqa: E402
 
 from mbrl_jax import compile as compile_lib  # noqa: E402
 from mbrl_jax.algorithms import dreamer  # noqa: E402
@@ -45,13 +44,12 @@ class Args:
 
 
 def time_preset(name: str, args: Args) -> dict:
-  if name not in dreamer_script.PRESETS:
+  if name not in dreamer.PRESETS:
     raise SystemExit(f"error: unknown preset {name!r}; valid: "
-                     f"{', '.join(dreamer_script.PRESETS)}")
-  base = dreamer_script.PRESETS[name]
+                     f"{', '.join(dreamer.PRESETS)}")
+  base = dreamer.PRESETS[name]
   config = dataclasses.replace(base, chunk_steps=args.chunk_steps, eval_episodes=1,
                                env_steps=base.prefill + args.chunk_steps)
-  dreamer.validate(config)
   parts = dreamer.make_parts(config)
   state = jax.jit(lambda k: dreamer.init(k, config, parts))(jax.random.key(0))
   train_step = compile_lib.jit(dreamer.make_train_step(config, parts))

@@ -45,11 +45,7 @@ class Args:
 
 def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   args = tyro.cli(Args, args=sys.argv[1:] if argv is None else argv, description=__doc__)
-  config = args.config
-  try:
-    sac.validate(config)
-  except ValueError as e:
-    raise SystemExit(f"error: {e}") from None
+  config = args.config               # validated when built (tyro reports a bad value)
   metrics_path = None
   if args.out is not None:
     metrics_path = args.out / "metrics.jsonl"

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   args = parse(sys.argv[1:] if argv is None else argv)
   config = args.config
   kind = "pixels" if config.pixels else "vector"
-  run = run_cli.start(args, name="dreamer", validate=dreamer.validate,
+  run = run_cli.start(args, name="dreamer",
                       run_name=f"dreamer-{config.env}-{kind}-{args.preset}-"
                                f"{time.strftime('%Y%m%d-%H%M%S')}")
 

@@ -33,7 +33,7 @@ def parse(argv: list[str]) -> run_cli.RunArgs[mbpo.Config]:
 def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   args = parse(sys.argv[1:] if argv is None else argv)
   config = args.config
-  run = run_cli.start(args, name="mbpo", validate=mbpo.validate)
+  run = run_cli.start(args, name="mbpo", validate=mbpo.check_model_run)
 
   def line(epoch: int, metrics: dict, wall: float) -> str:
     r = metrics["eval/return"]

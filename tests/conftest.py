@@ -32,3 +32,11 @@ def count_compilations():
     yield counter
   finally:
     _active.remove(counter)
+
+
+def plain(text: str) -> str:
+  """Text a user saw, with tyro's error-box borders removed and lines joined, so a message
+  wrapped inside the box can be matched as one line."""
+  for ch in "│╭╮╰╯─":
+    text = text.replace(ch, " ")
+  return " ".join(text.split())

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mbrl_jax.run import read_jsonl
+from tests.conftest import plain
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -57,13 +58,13 @@ def test_presets_and_overrides():
     (["--preset", "nope"], "unknown preset 'nope'"),
     (["--env", "mountain"], "env 'mountain' is unknown"),
     (["--model-train-every", "7"], "model_train_every"),
-    (["--rollout.schedule", "1", "2", "3", "1"], "rollout.schedule"),
+    (["--rollout.schedule", "1", "2", "3", "1"], "config.rollout: mbpo.RolloutConfig.schedule"),
     (["--seeds", "0"], "--seeds"),
 ])
 def test_bad_values_stop_with_a_message(tmp_path, capsys, argv, message):
   with pytest.raises(SystemExit) as exit_info:
     mbpo_script.main(argv + ["--out", str(tmp_path / "x")])
-  said = str(exit_info.value) + capsys.readouterr().err
+  said = plain(str(exit_info.value) + capsys.readouterr().err)
   assert message in said
   assert not (tmp_path / "x" / "metrics.jsonl").exists()
 

@@ -13,6 +13,7 @@ import pytest
 
 from mbrl_jax.run import cli as run_cli
 from mbrl_jax.run import read_jsonl
+from tests.conftest import plain
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -62,7 +63,7 @@ def test_bad_values_stop_with_a_message(tmp_path, capsys, argv, message):
   with pytest.raises(SystemExit) as exit_info:
     pets_script.main(argv + ["--out", str(tmp_path / "x")])
   # Our own checks put the message in the exit; tyro prints its parse errors to stderr.
-  said = str(exit_info.value) + capsys.readouterr().err
+  said = plain(str(exit_info.value) + capsys.readouterr().err)
   assert message in said
   assert not (tmp_path / "x" / "metrics.jsonl").exists()
 

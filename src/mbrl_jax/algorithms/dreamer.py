@@ -31,6 +31,7 @@ import optax
 from brax.envs.base import Env
 
 from mbrl_jax import data as buffer_lib
+from mbrl_jax import checks
 from mbrl_jax import envs
 from mbrl_jax import tree
 from mbrl_jax.algorithms.base import Algorithm
@@ -84,6 +85,33 @@ class Config:
   world_model: rssm.WorldModelConfig = rssm.PRESETS["cpu"]
   actor_critic: im.ActorCriticConfig = im.ActorCriticConfig()
 
+  def __post_init__(self):
+    checks.one_of(self, "env", envs.registered_names())
+    checks.positive_int(self, "env_steps", "chunk_steps", "train_every", "batch_size",
+                        "seq_len", "image_size", "eval_episodes")
+    checks.int_at_least(self, "prefill", self.seq_len,
+                        " (seq_len: the first update needs a window)")
+    if self.chunk_steps % self.train_every:
+      checks.fail(self, "chunk_steps", f"must be a multiple of train_every="
+                  f"{self.train_every}, got {self.chunk_steps}")
+    if self.num_chunks < 1:
+      checks.fail(self, "env_steps", f"must leave at least one chunk of {self.chunk_steps} "
+                  f"steps after the prefill of {self.prefill}, got {self.env_steps}")
+    if self.capacity < self.prefill:
+      checks.fail(self, "buffer_capacity", f"must hold the prefill ({self.prefill}), got "
+                  f"{self.capacity}")
+    if self.imag_starts is not None:
+      checks.positive_int(self, "imag_starts")
+    checks.in_range(self, "model_lr", 0.0, low_open=True)
+    checks.in_range(self, "model_grad_clip", 0.0, low_open=True)
+    if self.pixels:
+      try:
+        rssm._cnn_stages(self.image_size)  # pylint: disable=protected-access
+      except ValueError as e:
+        checks.fail(self, "image_size", str(e))
+    rssm.validate_config(self.world_model, f"{checks.name(self)}.world_model")
+    im.validate_config(self.actor_critic, f"{checks.name(self)}.actor_critic")
+
   @property
   def capacity(self) -> int:
     return self.buffer_capacity or self.env_steps
@@ -111,43 +139,6 @@ PRESETS: dict[str, Config] = {
 """Named starting points (`experiments/dreamer.py --preset NAME`)."""
 
 
-def validate(config: Config) -> None:
-  """Raises ValueError naming the first invalid field; runs before anything compiles."""
-  def bad(field, why):
-    raise ValueError(f"Dreamer config: {field} {why}")
-
-  if config.env not in envs.registered_names():
-    bad("env", f"{config.env!r} is unknown; valid names: {', '.join(envs.registered_names())}")
-  for name in ("env_steps", "chunk_steps", "train_every", "batch_size", "seq_len",
-               "image_size", "eval_episodes"):
-    value = getattr(config, name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-      bad(name, f"must be a positive int, got {value!r}")
-  if not isinstance(config.prefill, int) or config.prefill < config.seq_len:
-    bad("prefill", f"must be an int >= seq_len={config.seq_len} (the first update needs a "
-        f"window), got {config.prefill!r}")
-  if config.chunk_steps % config.train_every:
-    bad("chunk_steps", f"must be a multiple of train_every={config.train_every}, got "
-        f"{config.chunk_steps}")
-  if config.num_chunks < 1:
-    bad("env_steps", f"must leave at least one chunk of {config.chunk_steps} steps after the "
-        f"prefill of {config.prefill}, got {config.env_steps}")
-  if config.capacity < max(config.prefill, config.seq_len):
-    bad("buffer_capacity", f"must hold the prefill ({config.prefill}), got {config.capacity}")
-  if config.imag_starts is not None and not (
-      isinstance(config.imag_starts, int) and config.imag_starts >= 1):
-    bad("imag_starts", f"must be None or a positive int, got {config.imag_starts!r}")
-  if not config.model_lr > 0 or not config.model_grad_clip > 0:
-    bad("model_lr", "and model_grad_clip must be > 0")
-  if config.pixels:
-    try:
-      rssm._cnn_stages(config.image_size)
-    except ValueError as e:
-      bad("image_size", str(e))
-  rssm.validate_config(config.world_model, "Dreamer config: world_model")
-  im.validate_config(config.actor_critic, "Dreamer config: actor_critic")
-
-
 class Parts(NamedTuple):
   """The pieces a Dreamer run is built from (handy in notebooks)."""
 
@@ -158,7 +149,6 @@ class Parts(NamedTuple):
 
 
 def make_parts(config: Config) -> Parts:
-  validate(config)
   env = envs.make(config.env)
   if config.pixels:
     env = envs.PixelObservation(env, size=config.image_size)

@@ -39,6 +39,7 @@ import numpy as np
 from brax.envs.base import Env
 
 from mbrl_jax import data as buffer_lib
+from mbrl_jax import checks
 from mbrl_jax import envs
 from mbrl_jax import models
 from mbrl_jax import tree
@@ -66,6 +67,14 @@ class ModelConfig:
   activation: str = "silu"
   learn_logvar_bounds: bool = True
 
+  def __post_init__(self):
+    checks.positive_int(self, "num_members")
+    if not isinstance(self.num_elites, int) or not 1 <= self.num_elites <= self.num_members:
+      checks.fail(self, "num_elites", f"must be in [1, num_members={self.num_members}], got "
+                  f"{self.num_elites!r}")
+    checks.widths(self, "hidden_sizes")
+    checks.one_of(self, "activation", sorted(models.ACTIVATIONS))
+
 
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig:
@@ -82,6 +91,18 @@ class RolloutConfig:
   schedule: tuple[int, int, int, int] = (20, 100, 1, 15)
   rollouts_per_step: int = 400
   retain_epochs: int = 1
+
+  def __post_init__(self):
+    if len(self.schedule) != 4:
+      checks.fail(self, "schedule", f"must be (min_epoch, max_epoch, min_len, max_len), got "
+                  f"{self.schedule}")
+    min_epoch, max_epoch, min_len, max_len = self.schedule
+    if not 1 <= min_len <= max_len:
+      checks.fail(self, "schedule", f"lengths must satisfy 1 <= min_len <= max_len, got "
+                  f"{self.schedule}")
+    if max_epoch < min_epoch:
+      checks.fail(self, "schedule", f"max_epoch must be >= min_epoch, got {self.schedule}")
+    checks.positive_int(self, "rollouts_per_step", "retain_epochs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +139,22 @@ class SACConfig:
   target_update_every: int = 1
   normalize_observations: bool = False
   batch_size: int = 256
+
+  def __post_init__(self):
+    checks.positive_int(self, "batch_size")
+    try:                                   # make_sac checks the rest and names the argument
+      _make_sac(self, obs_size=1, action_size=1)
+    except ValueError as e:
+      raise ValueError(f"{checks.name(self)}: {str(e).removeprefix('make_sac: ')}") from None
+
+
+def _make_sac(s: SACConfig, obs_size: int, action_size: int) -> sac_lib.SAC:
+  return sac_lib.make_sac(
+      obs_size, action_size, hidden_sizes=s.hidden_sizes, actor_lr=s.actor_lr,
+      critic_lr=s.critic_lr, alpha_lr=s.alpha_lr, gamma=s.gamma, tau=s.tau,
+      init_alpha=s.init_alpha, target_entropy=s.target_entropy, learn_alpha=s.learn_alpha,
+      actor_update_every=s.actor_update_every, target_update_every=s.target_update_every,
+      normalize_observations=s.normalize_observations)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +193,25 @@ class Config:
       patience=5)
   rollout: RolloutConfig = RolloutConfig()
   sac: SACConfig = SACConfig()
+
+  def __post_init__(self):
+    checks.one_of(self, "env", envs.registered_names())
+    checks.positive_int(self, "env_steps", "epoch_length", "model_train_every",
+                        "updates_per_step", "eval_episodes")
+    checks.int_at_least(self, "init_exploration_steps", 0)
+    if self.epochs < 1:
+      checks.fail(self, "env_steps", f"({self.env_steps}) leaves no epoch after "
+                  f"init_exploration_steps={self.init_exploration_steps} with epoch_length="
+                  f"{self.epoch_length}")
+    if self.epoch_length % self.model_train_every:
+      checks.fail(self, "model_train_every", f"({self.model_train_every}) must divide "
+                  f"epoch_length ({self.epoch_length})")
+    if self.episode_length is not None:
+      checks.positive_int(self, "episode_length")
+    checks.in_range(self, "real_ratio", 0.0, 1.0)
+    if self.model.num_elites > self.rollout_batch:
+      checks.fail(self, "rollout", f"gives fewer rollouts ({self.rollout_batch}) than elites "
+                  f"({self.model.num_elites})")
 
   @property
   def epochs(self) -> int:
@@ -248,66 +304,15 @@ reward is a function of the observations) and hopper's velocities are unclipped;
 returns are not comparable number for number with the paper's gym results."""
 
 
-def validate(config: Config, *, use_model: bool = True) -> None:
-  """Raises ValueError naming the first invalid field; runs before anything compiles."""
-  def bad(field, why):
-    raise ValueError(f"MBPO config: {field} {why}")
-
-  if config.env not in envs.registered_names():
-    bad("env", f"{config.env!r} is unknown; valid names: {', '.join(envs.registered_names())}")
-  if use_model and config.env not in envs.task_fn_names():
-    bad("env", f"{config.env!r} has no termination function; MBPO needs one of "
-        f"{', '.join(envs.task_fn_names())}")
-  for name in ("env_steps", "epoch_length", "model_train_every", "updates_per_step",
-               "eval_episodes"):
-    value = getattr(config, name)
-    if not isinstance(value, int) or value < 1:
-      bad(name, f"must be a positive int, got {value!r}")
-  if not isinstance(config.init_exploration_steps, int) or config.init_exploration_steps < 0:
-    bad("init_exploration_steps", f"must be an int >= 0, got {config.init_exploration_steps!r}")
-  if use_model and config.init_exploration_steps < 1:
-    bad("init_exploration_steps", "must be >= 1: the first model fit needs real data")
-  if config.epochs < 1:
-    bad("env_steps", f"({config.env_steps}) leaves no epoch after init_exploration_steps="
-        f"{config.init_exploration_steps} with epoch_length={config.epoch_length}")
-  if config.epoch_length % config.model_train_every:
-    bad("model_train_every", f"({config.model_train_every}) must divide epoch_length "
-        f"({config.epoch_length})")
-  if config.episode_length is not None and config.episode_length < 1:
-    bad("episode_length", f"must be None or >= 1, got {config.episode_length!r}")
-  if use_model and not 0.0 <= config.real_ratio <= 1.0:
-    bad("real_ratio", f"must be in [0, 1], got {config.real_ratio!r}")
-  s = config.sac
-  if not isinstance(s.batch_size, int) or s.batch_size < 1:
-    bad("sac.batch_size", f"must be a positive int, got {s.batch_size!r}")
-  try:
-    _make_sac(config, obs_size=1, action_size=1)
-  except ValueError as e:
-    bad("sac", str(e).replace("make_sac: ", ""))
-  if not use_model:
-    return
-  m, r = config.model, config.rollout
-  if m.num_members < 1:
-    bad("model.num_members", f"must be >= 1, got {m.num_members}")
-  if not 1 <= m.num_elites <= m.num_members:
-    bad("model.num_elites", f"must be in [1, num_members={m.num_members}], got {m.num_elites}")
-  if not m.hidden_sizes or any(h < 1 for h in m.hidden_sizes):
-    bad("model.hidden_sizes", f"must be positive widths, got {m.hidden_sizes}")
-  if m.activation not in models.ACTIVATIONS:
-    bad("model.activation", f"{m.activation!r} is unknown; valid: {sorted(models.ACTIVATIONS)}")
-  if len(r.schedule) != 4:
-    bad("rollout.schedule", f"must be (min_epoch, max_epoch, min_len, max_len), got {r.schedule}")
-  min_epoch, max_epoch, min_len, max_len = r.schedule
-  if not 1 <= min_len <= max_len:
-    bad("rollout.schedule", f"lengths must satisfy 1 <= min_len <= max_len, got {r.schedule}")
-  if max_epoch < min_epoch:
-    bad("rollout.schedule", f"max_epoch must be >= min_epoch, got {r.schedule}")
-  if r.rollouts_per_step < 1:
-    bad("rollout.rollouts_per_step", f"must be >= 1, got {r.rollouts_per_step}")
-  if r.retain_epochs < 1:
-    bad("rollout.retain_epochs", f"must be >= 1, got {r.retain_epochs}")
-  if m.num_elites > config.rollout_batch:
-    bad("rollout.rollouts_per_step", "gives fewer rollouts than elites")
+def check_model_run(config: Config) -> None:
+  """What a run with a model needs beyond a valid config (model-free SAC on this loop does
+  not): a termination function for the rollouts and real data for the first fit."""
+  if config.env not in envs.task_fn_names():
+    checks.fail(config, "env", f"{config.env!r} has no termination function; MBPO needs one of "
+                f"{', '.join(envs.task_fn_names())}")
+  if config.init_exploration_steps < 1:
+    checks.fail(config, "init_exploration_steps", "must be >= 1: the first model fit needs "
+                "real data")
 
 
 def rollout_length(schedule: tuple[int, int, int, int], epoch: jax.Array | int) -> jax.Array:
@@ -404,21 +409,12 @@ class Parts(NamedTuple):
   termination_fn: Callable | None
 
 
-def _make_sac(config: Config, obs_size: int, action_size: int) -> sac_lib.SAC:
-  s = config.sac
-  return sac_lib.make_sac(
-      obs_size, action_size, hidden_sizes=s.hidden_sizes, actor_lr=s.actor_lr,
-      critic_lr=s.critic_lr, alpha_lr=s.alpha_lr, gamma=s.gamma, tau=s.tau,
-      init_alpha=s.init_alpha, target_entropy=s.target_entropy, learn_alpha=s.learn_alpha,
-      actor_update_every=s.actor_update_every, target_update_every=s.target_update_every,
-      normalize_observations=s.normalize_observations)
-
-
 def make_parts(config: Config, *, use_model: bool = True) -> Parts:
-  validate(config, use_model=use_model)
+  if use_model:
+    check_model_run(config)
   env = envs.make(config.env, **({} if config.episode_length is None
                                   else dict(episode_length=config.episode_length)))
-  sac = _make_sac(config, env.observation_size, env.action_size)
+  sac = _make_sac(config.sac, env.observation_size, env.action_size)
   if not use_model:
     return Parts(env=env, sac=sac, ensemble=None, trainer=None, termination_fn=None)
   m = config.model

@@ -43,6 +43,12 @@ class Config:
   eval_episodes: int = 5
   sac: mbpo.SACConfig = mbpo.SACConfig(actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
 
+  def __post_init__(self):
+    try:                          # the MBPO loop's config checks the same fields
+      to_mbpo(self)
+    except ValueError as e:
+      raise ValueError(str(e).replace("mbpo.Config.", "sac.Config.")) from None
+
 
 def to_mbpo(config: Config) -> mbpo.Config:
   """The MBPO config that runs this SAC config with `use_model=False`."""
@@ -54,16 +60,7 @@ def to_mbpo(config: Config) -> mbpo.Config:
       sac=config.sac)
 
 
-def validate(config: Config) -> None:
-  """Raises ValueError naming the first invalid field; runs before anything compiles."""
-  try:
-    mbpo.validate(to_mbpo(config), use_model=False)
-  except ValueError as e:
-    raise ValueError(str(e).replace("MBPO config:", "SAC config:")) from None
-
-
 def make(config: Config) -> Algorithm:
-  """Model-free SAC as an `Algorithm` for `mbrl_jax.run.train` (validated first); the
-  history is MBPO's without the model and rollout metrics."""
-  validate(config)
+  """Model-free SAC as an `Algorithm` for `mbrl_jax.run.train`; the history is MBPO's
+  without the model and rollout metrics."""
   return mbpo.make(to_mbpo(config), use_model=False)

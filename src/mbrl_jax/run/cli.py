@@ -79,15 +79,22 @@ def parse(argv: list[str], *, config_cls: type[C], presets: dict[str, C], defaul
   description = f"{description}\nPresets: {', '.join(presets)} (default {default_preset})."
   if known.resume is not None:
     saved = saved_args(known.resume, config_cls)
-    here = tyro.cli(RunArgs[config_cls], default=saved, args=argv, description=description,
-                    registry=_REGISTRY)
+    here = _cli(config_cls, saved, argv, description)
     _check_same_run(here, saved)
     return dataclasses.replace(saved, distributed=here.distributed)
   if known.preset not in presets:
     raise SystemExit(f"error: unknown preset {known.preset!r}; valid: {', '.join(presets)}")
   default = RunArgs(config=presets[known.preset], preset=known.preset)
-  return tyro.cli(RunArgs[config_cls], default=default, args=argv, description=description,
-                  registry=_REGISTRY)
+  return _cli(config_cls, default, argv, description)
+
+
+def _cli(config_cls: type, default: RunArgs, argv: list[str], description: str) -> RunArgs:
+  """tyro over RunArgs; a config that refuses its values (its `__post_init__`) is one line."""
+  try:
+    return tyro.cli(RunArgs[config_cls], default=default, args=argv, description=description,
+                    registry=_REGISTRY)
+  except ValueError as e:
+    raise SystemExit(f"error: {e}") from None
 
 
 def _check_same_run(here: RunArgs, saved: RunArgs) -> None:
@@ -277,7 +284,7 @@ class Run:
     self.writer.close()
 
 
-def start(args: RunArgs, *, name: str, validate: Callable[[Any], None],
+def start(args: RunArgs, *, name: str, validate: Callable[[Any], None] | None = None,
           run_name: str | None = None) -> Run:
   """Checks the arguments (before anything compiles), creates the run directory with its
   config.json (or finds the resumed run's), and builds the seed keys.
@@ -286,7 +293,8 @@ def start(args: RunArgs, *, name: str, validate: Callable[[Any], None],
     args: from `parse`.
     name: the algorithm's `Algorithm.name`, for messages, checkpoints and the default
       directory ("pets").
-    validate: the algorithm's config check (raises ValueError naming the field).
+    validate: what the algorithm checks beyond the config's own `__post_init__` (raises
+      ValueError naming the field), e.g. `mbpo.check_model_run`.
     run_name: the default directory's name after runs/ (default NAME-ENV-PRESET-TIMESTAMP).
   """
   if args.distributed:
@@ -300,7 +308,8 @@ def start(args: RunArgs, *, name: str, validate: Callable[[Any], None],
   if args.checkpoint_every < 1:
     raise SystemExit(f"error: --checkpoint-every must be >= 1, got {args.checkpoint_every}")
   try:
-    validate(args.config)
+    if validate is not None:
+      validate(args.config)
   except ValueError as e:
     raise SystemExit(f"error: {e}") from None
   env = getattr(args.config, "env", "env")
