@@ -12,9 +12,18 @@ Restoring refuses, with a message naming the difference, a checkpoint written wi
 `meta` (another config or seed) or holding arrays of other shapes or dtypes than the template.
 
 Example:
-  >>> ckpt = Checkpointer(run_dir / "checkpoints", meta={"config": asdict(config)})
-  >>> ckpt.save(3, state, extra={"history": history})
-  >>> state, extra = ckpt.restore(jax.eval_shape(init_fn, key))
+  >>> import tempfile
+  >>> state = {"w": jnp.arange(3.0), "key": jax.random.key(0), "step": jnp.asarray(3)}
+  >>> ckpt = Checkpointer(tempfile.mkdtemp(), meta={"config": {"lr": 0.1}})
+  >>> ckpt.save(3, state, extra={"history": {"loss": [1.0, 0.5]}})
+  >>> restored, extra = ckpt.restore(jax.eval_shape(lambda: state))
+  >>> restored["w"].tolist(), int(restored["step"]), extra["history"]["loss"]
+  ([0.0, 1.0, 2.0], 3, [1.0, 0.5])
+  >>> Checkpointer(ckpt.directory, meta={"config": {"lr": 0.2}}).restore(state)
+  Traceback (most recent call last):
+  ...
+  mbrl_jax.run.checkpoint.CheckpointError: checkpoint ... was written by a different run; refusing to resume. Differences:
+    config.lr: checkpoint has 0.1, this run has 0.2
 """
 
 from __future__ import annotations
