@@ -104,6 +104,6 @@ def test_device_layouts_across_processes():
   for seed in (3, 4):
     assert _seed(four, seed) == _seed(two_a, seed)
   # 1 device against several: the random trial (no model yet) is the same; after the first
-  # fit the results may differ (a few float32 ulps in the fitted parameters, then amplified by
-  # planning in closed loop), so the planned trials are not compared.
+  # fit the results may differ (rounding in the fitted parameters, then amplified by planning
+  # and refitting in closed loop), so the planned trials are not compared.
   np.testing.assert_array_equal(one_a["returns"][0], two_a["returns"][0])
