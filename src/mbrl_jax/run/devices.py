@@ -5,6 +5,17 @@ seed axis over the devices, and `jax.jit` propagates that sharding through `init
 compiled chunk (each device runs its seeds; no `pmap`). On CPU, try it with
 `XLA_FLAGS=--xla_force_host_platform_device_count=4`.
 
+Results and the layout (measured on XLA:CPU, tested across processes by
+tests/run/test_devices_across_processes.py): the same seeds on the same layout give bitwise the
+same results in every process, and on one device a seed's results do not depend on the seeds
+batched beside it. Sharded over several devices, each device runs XLA's partitioned program for
+its local share of the seeds; it compiles to other fusions than the one-device program and rounds
+differently (after one PETS model fit the parameters are up to ~6e-5 apart; one planning step on
+equal inputs is bitwise equal), and a closed loop of planning and refitting amplifies that into
+different returns. A sharded seed's results depend on the seeds per device (equal on 2 and on 4
+devices with one seed each) and differ from one device's. Running each device's share as its
+own one-device program gave one device's results for a model fit, at one compilation per device.
+
 Multi-host: call `jax.distributed.initialize()` first on every host (it reads
 JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, or the cluster's environment on
 SLURM / TPU pods; the scripts' `--distributed` flag does it); `jax.devices()` then lists every
