@@ -19,10 +19,8 @@ import time
 
 import numpy as np
 
-from mbrl_jax import run as run_lib
 from mbrl_jax.algorithms import dreamer
 from mbrl_jax.run import cli as run_cli
-from mbrl_jax.run.plot import plot_learning_curves
 
 
 def parse(argv: list[str]) -> run_cli.RunArgs[dreamer.Config]:
@@ -46,25 +44,11 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
             f"{metrics['model/loss'].mean():.3f} | {wall:.1f} s "
             f"({1e3 * wall / config.chunk_steps:.1f} ms per env step)")
 
-  what = (f"resuming {run.out} after chunk {run.resume_from - 1}"
-          if run.resume_from is not None else f"-> {run.out}")
-  print(f"Dreamer on {config.env} ({kind}): preset {args.preset}, seeds {run.seeds}, "
-        f"{config.env_steps} env steps in {config.num_chunks} chunks of {config.chunk_steps} "
-        f"after a prefill of {config.prefill} {what}", flush=True)
-  progress = run.progress(total=config.num_chunks, desc=f"Dreamer {config.env} ({kind})",
-                          index="chunk", line_fn=line)
-  try:
-    _, history = run_lib.train(dreamer.make(config), run.keys, progress_fn=progress,
-                               **run.train_kwargs)
-  except (run_lib.CheckpointError, FloatingPointError) as e:
-    raise SystemExit(f"error: {e}") from None
-  finally:
-    run.close()
-  png = plot_learning_curves([run.out], run.out / "learning_curve.png", x="env_steps",
-                             y="eval/return",
-                             title=f"Dreamer {config.env} ({kind}, {args.preset})")
-  print(f"wrote {run.writer.jsonl}, {run.writer.csv}, {run.out / 'config.json'}, {png}")
-  return history
+  return run.execute(
+      dreamer.make(config), title=f"Dreamer {config.env} ({kind})", line_fn=line,
+      header=f"Dreamer on {config.env} ({kind}): preset {args.preset}, seeds {run.seeds}, "
+             f"{config.env_steps} env steps in {config.num_chunks} chunks of "
+             f"{config.chunk_steps} after a prefill of {config.prefill}")
 
 
 if __name__ == "__main__":

@@ -19,10 +19,8 @@ import sys
 
 import numpy as np
 
-from mbrl_jax import run as run_lib
 from mbrl_jax.algorithms import mbpo
 from mbrl_jax.run import cli as run_cli
-from mbrl_jax.run.plot import plot_learning_curves
 
 
 def parse(argv: list[str]) -> run_cli.RunArgs[mbpo.Config]:
@@ -44,27 +42,15 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
             f"{metrics['sac/alpha'].mean():.3f} | {wall:.1f} s "
             f"({wall / config.epoch_length * 1e3:.1f} ms/step)")
 
-  what = (f"resuming {run.out} after epoch {run.resume_from - 1}"
-          if run.resume_from is not None else f"-> {run.out}")
-  print(f"MBPO on {config.env}: preset {args.preset}, seeds {run.seeds}, "
-        f"{config.init_exploration_steps} random steps + {config.epochs} epochs of "
-        f"{config.epoch_length} steps {what}", flush=True)
-  progress = run.progress(total=config.epochs, desc=f"MBPO {config.env}", index="epoch",
-                          line_fn=line)
-  try:
-    _, history = run_lib.train(mbpo.make(config), run.keys, progress_fn=progress,
-                               **run.train_kwargs)
-  except (run_lib.CheckpointError, FloatingPointError) as e:
-    raise SystemExit(f"error: {e}") from None
-  finally:
-    run.close()
-  png = plot_learning_curves([run.out], run.out / "learning_curve.png", x="env_steps",
-                             title=f"MBPO {config.env} ({args.preset})")
+  history = run.execute(
+      mbpo.make(config), title=f"MBPO {config.env}", line_fn=line,
+      header=f"MBPO on {config.env}: preset {args.preset}, seeds {run.seeds}, "
+             f"{config.init_exploration_steps} random steps + {config.epochs} epochs of "
+             f"{config.epoch_length} steps")
   print("evaluation return per epoch (rows: epochs, columns: seeds):")
   for e, (steps, r) in enumerate(zip(history["env_steps"], history["eval/return"])):
     print(f"  epoch {e} ({int(np.mean(steps))} steps): "
           + " ".join(f"{v:8.1f}" for v in np.atleast_1d(r)))
-  print(f"wrote {run.writer.jsonl}, {run.writer.csv}, {run.out / 'config.json'}, {png}")
   return history
 
 

@@ -18,10 +18,8 @@ import sys
 
 import numpy as np
 
-from mbrl_jax import run as run_lib
 from mbrl_jax.algorithms import pets
 from mbrl_jax.run import cli as run_cli
-from mbrl_jax.run.plot import plot_learning_curves
 
 
 def parse(argv: list[str]) -> run_cli.RunArgs[pets.Config]:
@@ -44,25 +42,14 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
             f"max {r.max():.1f} | env steps {int(metrics['env_steps'].mean())}{extra} | "
             f"{wall:.1f} s")
 
-  what = (f"resuming {run.out} after trial {run.resume_from - 1}"
-          if run.resume_from is not None else f"-> {run.out}")
-  print(f"PETS on {config.env}: preset {args.preset}, seeds {run.seeds}, "
-        f"{config.random_trials} random + {config.trials} planned trials of "
-        f"{config.trial_length} steps {what}", flush=True)
-  progress = run.progress(total=total, desc=f"PETS {config.env}", index="trial", line_fn=line)
-  try:
-    _, history = run_lib.train(pets.make(config), run.keys, progress_fn=progress,
-                               **run.train_kwargs)
-  except (run_lib.CheckpointError, FloatingPointError) as e:
-    raise SystemExit(f"error: {e}") from None
-  finally:
-    run.close()
-  png = plot_learning_curves([run.out], run.out / "learning_curve.png",
-                             title=f"PETS {config.env} ({args.preset})")
+  history = run.execute(
+      pets.make(config), title=f"PETS {config.env}", line_fn=line, x="trial",
+      header=f"PETS on {config.env}: preset {args.preset}, seeds {run.seeds}, "
+             f"{config.random_trials} random + {config.trials} planned trials of "
+             f"{config.trial_length} steps")
   print("returns per trial (rows: trials, columns: seeds):")
   for t, r in enumerate(history["train/return"]):
     print(f"  trial {t}: " + " ".join(f"{v:6.1f}" for v in np.atleast_1d(r)))
-  print(f"wrote {run.writer.jsonl}, {run.writer.csv}, {run.out / 'config.json'}, {png}")
   return history
 
 

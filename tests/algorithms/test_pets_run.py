@@ -1,14 +1,9 @@
 """PETS run infrastructure: checkpoint and resume equal an uninterrupted run, a mismatched
-checkpoint is refused, NaN stops the run and keeps the last good checkpoint, and seeds sharded
-over 4 (forced CPU) devices equal one device."""
+checkpoint is refused, and NaN stops the run and keeps the last good checkpoint. (What device
+layouts change: tests/run/test_devices_across_processes.py.)"""
 
 import collections
 import dataclasses
-import os
-import pathlib
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +12,6 @@ import pytest
 
 from mbrl_jax import run as run_lib
 from mbrl_jax.algorithms import pets
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 TINY = pets.Config(
     env="cartpole_continuous", trials=3, trial_length=30,
@@ -112,41 +105,3 @@ def test_nan_in_the_model_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, 
   template = jax.eval_shape(lambda k: pets.init(k, config), jax.random.key(0))
   state, _ = ckpt.restore(template)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.fit_state.params))
-
-
-FORCED_DEVICES = textwrap.dedent("""
-    import dataclasses, sys
-    import jax, jax.numpy as jnp, numpy as np
-    sys.path.insert(0, {root!r})
-    from mbrl_jax import run as run_lib
-    from tests.algorithms.test_pets_run import TINY
-    from mbrl_jax.algorithms import pets
-    assert jax.device_count() == 4, jax.devices()
-    config = dataclasses.replace(TINY, trials=1)
-    keys = jnp.stack([jax.random.key(s) for s in range(4)])
-    sharded = run_lib.shard_seeds(keys, run_lib.seed_mesh(4))
-    state4, hist4 = run_lib.train(pets.make(config), sharded)
-    placed = state4.fit_state.params.net
-    print("devices holding the params:", len(jax.tree.leaves(placed)[0].sharding.device_set))
-    assert len(jax.tree.leaves(placed)[0].sharding.device_set) == 4
-    state1, hist1 = run_lib.train(pets.make(config), jax.device_put(keys, jax.devices()[0]))
-    assert len(jax.tree.leaves(state1.fit_state.params.net)[0].sharding.device_set) == 1
-    np.testing.assert_array_equal(hist4["train/return"], hist1["train/return"])
-    np.testing.assert_array_equal(hist4["env_steps"], hist1["env_steps"])
-    np.testing.assert_allclose(hist4["model/holdout_mse"], hist1["model/holdout_mse"],
-                               rtol=1e-4)
-    for a, b in zip(jax.tree.leaves(state4.fit_state.params),
-                    jax.tree.leaves(state1.fit_state.params)):
-      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
-    print("returns", hist4["train/return"].tolist())
-    print("OK")
-""")
-
-
-def test_four_forced_cpu_devices_equal_one_device():
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-         "PYTHONPATH": str(ROOT)}
-  result = subprocess.run([sys.executable, "-c", FORCED_DEVICES.format(root=str(ROOT))],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-  print(result.stdout[-2000:], result.stderr[-3000:])
-  assert result.returncode == 0 and "OK" in result.stdout

@@ -39,8 +39,8 @@ CHILD = textwrap.dedent("""
 
     def train(keys):
       # The one use of the PETS API here: (keys [S]) -> (returns [trials, S], params tree).
-      state, history = pets.train(keys, CONFIG)
-      return history["return"], state.fit_state.params
+      state, history = run_lib.train(pets.make(CONFIG), keys)
+      return history["train/return"], state.fit_state.params
 
     for seeds in json.loads(sys.argv[1]):
       keys = jnp.stack([jax.random.key(s) for s in seeds])

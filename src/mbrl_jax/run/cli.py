@@ -26,9 +26,11 @@ import tqdm
 import tyro
 
 from mbrl_jax.run import config as config_lib
-from mbrl_jax.run.checkpoint import Checkpointer, run_meta
+from mbrl_jax.run.checkpoint import Checkpointer, CheckpointError, run_meta
 from mbrl_jax.run.devices import seed_mesh, shard_seeds
+from mbrl_jax.run.loop import train
 from mbrl_jax.run.metrics import MetricsWriter
+from mbrl_jax.run.plot import plot_learning_curves
 
 C = TypeVar("C")
 
@@ -277,6 +279,30 @@ class Run:
         self.bar.write(line_fn(i, metrics, wall))
 
     return progress_fn
+
+  def execute(self, algorithm: Any, *, title: str, header: str,
+              line_fn: Callable[[int, dict, float], str], x: str = "env_steps"
+              ) -> dict[str, np.ndarray]:
+    """What every script does with its algorithm: print `header` (and where the run goes or
+    what it resumes), drive `mbrl_jax.run.train` with progress rows and a bar, turn a
+    checkpoint or NaN stop into a one-line exit, then draw DIR/learning_curve.png against
+    `x`. Returns the history."""
+    unit = algorithm.unit
+    what = (f"resuming {self.out} after {unit} {self.resume_from - 1}"
+            if self.resume_from is not None else f"-> {self.out}")
+    print(f"{header} {what}", flush=True)
+    progress = self.progress(total=algorithm.num_chunks, desc=title, index=unit,
+                             line_fn=line_fn)
+    try:
+      _, history = train(algorithm, self.keys, progress_fn=progress, **self.train_kwargs)
+    except (CheckpointError, FloatingPointError) as e:
+      raise SystemExit(f"error: {e}") from None
+    finally:
+      self.close()
+    png = plot_learning_curves([self.out], self.out / "learning_curve.png", x=x,
+                               title=f"{title} ({self.args.preset})")
+    print(f"wrote {self.writer.jsonl}, {self.writer.csv}, {self.out / 'config.json'}, {png}")
+    return history
 
   def close(self) -> None:
     if self.bar is not None:
