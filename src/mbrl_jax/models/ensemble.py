@@ -50,10 +50,11 @@ class EnsembleParams(NamedTuple):
 
   Attributes:
     net: flax parameters of the member MLPs; every leaf has a leading member axis [E, ...].
-    min_logvar: lower soft bound of the log-variance, in normalised target units.   # [D]
-    max_logvar: upper soft bound of the log-variance, in normalised target units.   # [D]
+    min_logvar: lower soft bound of the log-variance, in output_norm's units.       # [D]
+    max_logvar: upper soft bound of the log-variance, in output_norm's units.       # [D]
     input_norm: normaliser of the inputs [obs, action].                            # [O + A]
-    output_norm: normaliser of the targets [delta obs, (reward)].                  # [D]
+    output_norm: normaliser of the targets [delta obs, (reward)]; the identity but for
+      constant dimensions unless fitted with `FitConfig.normalize_targets`.          # [D]
     elites: indices of the members used by predict, best first.                    # [K] int32
   """
 
@@ -183,7 +184,8 @@ def make_ensemble(
     predict_reward: also predict the reward (targets become [delta obs, reward]).
     learn_logvar_bounds: learn the log-variance bounds (with a penalty on their gap) or keep
       them fixed at their initial values.
-    init_min_logvar, init_max_logvar: initial bounds, in normalised target units.
+    init_min_logvar, init_max_logvar: initial bounds, in the units the network predicts in
+      (the targets' own unless they are standardised, see `FitConfig.normalize_targets`).
 
   Returns:
     An `Ensemble` of pure functions.
