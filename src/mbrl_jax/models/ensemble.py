@@ -54,7 +54,7 @@ class EnsembleParams(NamedTuple):
     max_logvar: upper soft bound of the log-variance, in output_norm's units.       # [D]
     input_norm: normaliser of the inputs [obs, action].                            # [O + A]
     output_norm: normaliser of the targets [delta obs, (reward)]; the identity but for
-      constant dimensions unless fitted with `FitConfig.normalize_targets`.          # [D]
+      constant dimensions if fitted with `FitConfig(normalize_targets=False)`.      # [D]
     elites: indices of the members used by predict, best first.                    # [K] int32
   """
 
