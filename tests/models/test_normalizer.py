@@ -33,3 +33,18 @@ def test_no_valid_rows_gives_identity():
   n = normalizer.fit(jnp.ones((4, 2)), jnp.zeros((4,), bool))
   np.testing.assert_array_equal(n.mean, 0.0)
   np.testing.assert_array_equal(n.std, 1.0)
+
+
+def test_constants_only_keeps_constant_dimensions_and_nothing_else():
+  x = jnp.stack([jnp.linspace(-1, 5, 20), jnp.full((20,), 3.0)], axis=1)
+  n = normalizer.constants_only(normalizer.fit(x))
+  np.testing.assert_array_equal(n.mean, [0.0, 3.0])
+  np.testing.assert_array_equal(n.std, [1.0, 0.0])
+  z = normalizer.normalize(n, x)
+  np.testing.assert_array_equal(z[:, 0], x[:, 0])        # original units
+  np.testing.assert_array_equal(z[:, 1], 0.0)
+  np.testing.assert_array_equal(normalizer.denormalize(n, jnp.full((3, 2), 7.0)),
+                                [[7.0, 3.0]] * 3)          # the constant comes back exactly
+  empty = normalizer.constants_only(normalizer.fit(x, jnp.zeros((20,), bool)))
+  np.testing.assert_array_equal(empty.std, 1.0)            # no data: the identity
+  np.testing.assert_array_equal(empty.mean, 0.0)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mbrl_jax.models import FitConfig, check_fit, make_ensemble, make_trainer
+from mbrl_jax.models import FitConfig, check_fit, make_ensemble, make_trainer, normalizer
 from mbrl_jax.types import Transition
 from tests.conftest import count_compilations
 
@@ -165,27 +165,191 @@ def test_bootstrap_and_permutation_both_learn(small, bootstrap):
   assert (held[-1] < 0.2 * held[0]).all()
 
 
-def test_weight_decay_shrinks_kernels(small):
+@pytest.mark.parametrize("mode,bound", [("decoupled", 0.6), ("l2", 0.85)])
+def test_weight_decay_shrinks_kernels(small, mode, bound):
+  # decoupled: each step shrinks kernels by lr * wd = 1%; l2: the gradient is dominated by
+  # wd * w, and Adam's normalisation turns that into ~lr = 1e-3 towards 0 per entry per step
+  # (80 steps here, on kernels with entries of std 0.2-0.6).
+  wd = 10.0
   ens, data, mask = small
   norms = {}
-  for wd in (0.0, 10.0):  # AdamW: each step shrinks kernels by lr * wd = 1%
-    trainer = make_trainer(ens, FitConfig(max_epochs=10, patience=None, weight_decay=wd))
+  for w in (0.0, wd):
+    trainer = make_trainer(ens, FitConfig(max_epochs=10, patience=None, weight_decay=w,
+                                          weight_decay_mode=mode))
     state, _ = jax.jit(trainer.fit)(jax.random.key(0), trainer.init(ens.init(jax.random.key(0))),
                                     data, mask)
-    norms[wd] = float(sum(jnp.sum(p["kernel"] ** 2) for p in state.params.net["params"].values()))
-  assert norms[10.0] < 0.6 * norms[0.0]
+    norms[w] = float(sum(jnp.sum(p["kernel"] ** 2) for p in state.params.net["params"].values()))
+  print(f"{mode}: kernel norm^2 {norms[0.0]:.2f} without decay, {norms[wd]:.2f} with")
+  assert norms[wd] < bound * norms[0.0]
 
 
-def test_fit_vmaps_over_seeds(small):
+def _numpy_adam(w, g, m, v, t, *, lr, wd, decay, mode, b1=0.9, b2=0.999, eps=1e-8):
+  """One step of torch's Adam(weight_decay=wd) ("l2") or AdamW ("decoupled") on one array."""
+  if decay and mode == "l2":
+    g = g + wd * w
+  m = b1 * m + (1 - b1) * g
+  v = b2 * v + (1 - b2) * g * g
+  step = (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+  if decay and mode == "decoupled":
+    step = step + wd * w
+  return w - lr * step, m, v
+
+
+@pytest.mark.parametrize("mode", ["l2", "decoupled"])
+def test_weight_decay_steps_match_numpy(mode):
+  """Two Adam steps (two one-step fits on the same data) against the NumPy formulas, with
+  the gradient of the ensemble's loss on the whole (normalised) dataset."""
+  ens = make_ensemble(1, 1, num_members=2, hidden_sizes=(3,))
+  rng = np.random.default_rng(4)
+  n = 16
+  obs = rng.normal(size=(n, 1)).astype(np.float32)
+  act = rng.uniform(-1, 1, size=(n, 1)).astype(np.float32)
+  z = np.zeros(n, np.float32)
+  data = Transition(*map(jnp.asarray, (obs, act, z, obs + np.sin(3 * obs) + act, z, z)))
+  mask = jnp.ones(n, bool)
+  lr, wd = 1e-2, 0.5
+  config = FitConfig(learning_rate=lr, weight_decay=wd, weight_decay_mode=mode, batch_size=n,
+                     max_epochs=1, holdout_ratio=0.0, patience=None, bootstrap=False,
+                     normalize_targets=False)
+  trainer = make_trainer(ens, config)
+  fit = jax.jit(trainer.fit)
+  state = trainer.init(ens.init(jax.random.key(0)))
+
+  params = state.params
+  x = np.concatenate([obs, act], -1)
+  x = normalizer.normalize(normalizer.fit(jnp.asarray(x)), jnp.asarray(x))
+  y = ens.targets(data.obs, data.action, data.reward, data.next_obs)    # raw targets
+  xe, ye = jnp.broadcast_to(x, (2, n, 2)), jnp.broadcast_to(y, (2, n, 1))
+
+  def total(trainable):          # what the trainer differentiates: the members' summed loss
+    net, lo, hi = trainable
+    p = params._replace(net=net, min_logvar=lo, max_logvar=hi)
+    return ens.loss(p, xe, ye, jnp.ones((2, n)))[0].sum()
+
+  trainable = (params.net, params.min_logvar, params.max_logvar)
+  flat, treedef = jax.tree_util.tree_flatten_with_path(trainable)
+  paths = [jax.tree_util.keystr(path) for path, _ in flat]
+  decay = ["kernel" in path for path in paths]          # kernels only, not biases or bounds
+  w = [np.asarray(leaf, np.float64) for _, leaf in flat]
+  m = [np.zeros_like(a) for a in w]
+  v = [np.zeros_like(a) for a in w]
+  other = "decoupled" if mode == "l2" else "l2"
+  for t in (1, 2):
+    at_w = jax.tree.unflatten(treedef, [jnp.asarray(a, jnp.float32) for a in w])
+    g = [np.asarray(a, np.float64) for a in jax.tree.leaves(jax.grad(total)(at_w))]
+    if t == 1:   # the two modes really differ here (wd * w is comparable to the gradient)
+      gap = max(np.abs(_numpy_adam(w[i], g[i], m[i], v[i], t, lr=lr, wd=wd, decay=True,
+                                   mode=mode)[0]
+                       - _numpy_adam(w[i], g[i], m[i], v[i], t, lr=lr, wd=wd, decay=True,
+                                     mode=other)[0]).max()
+                for i in range(len(w)) if decay[i])
+      assert gap > 1e-3
+    for i in range(len(w)):
+      w[i], m[i], v[i] = _numpy_adam(w[i], g[i], m[i], v[i], t, lr=lr, wd=wd, decay=decay[i],
+                                     mode=mode)
+    state, _ = fit(jax.random.key(t), state, data, mask)
+    got = jax.tree.leaves((state.params.net, state.params.min_logvar, state.params.max_logvar))
+    for path, a, b in zip(paths, got, w):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"step {t} {path}")
+
+
+def _counting(ens, calls):
+  """`ens` whose loss reports every call (a grad step or a holdout batch) to `calls`; under
+  vmap the report comes once per seed."""
+  def loss(params, x, y, w):
+    jax.debug.callback(lambda _: calls.append(1), params.max_logvar)
+    return ens.loss(params, x, y, w)
+  return ens._replace(loss=loss)
+
+
+@pytest.fixture(scope="module")
+def stopped_fits(small):
+  """Two seeds fitted on noise with patience, vmapped together and one at a time."""
   ens, data, mask = small
-  trainer = make_trainer(ens, FitConfig(max_epochs=3))
-  keys = jax.random.split(jax.random.key(0), 3)
+  rng = np.random.default_rng(3)
+  noise = data._replace(next_obs=data.obs + jnp.asarray(rng.normal(size=data.obs.shape),
+                                                        jnp.float32))
+  config = FitConfig(max_epochs=60, patience=2, improvement_threshold=0.02)
+  keys = jax.random.split(jax.random.key(5), 2)
+  out = {}
+  calls = []
+  trainer = make_trainer(_counting(ens, calls), config)
   states = jax.vmap(lambda k: trainer.init(ens.init(k)))(keys)
-  states, metrics = jax.jit(jax.vmap(trainer.fit, in_axes=(0, 0, None, None)))(
-      keys, states, data, mask)
-  assert metrics.best_holdout_mse.shape == (3, 3)
-  single, m0 = jax.jit(trainer.fit)(keys[1], trainer.init(ens.init(keys[1])), data, mask)
-  np.testing.assert_allclose(metrics.best_holdout_mse[1], m0.best_holdout_mse, rtol=1e-4)
+  out["vmap"] = jax.jit(jax.vmap(trainer.fit, in_axes=(0, 0, None, None)))(
+      keys, states, noise, mask)
+  jax.effects_barrier()
+  out["vmap_calls"] = len(calls)
+  fit = jax.jit(trainer.fit)
+  for i in range(2):
+    calls.clear()
+    out[i] = fit(keys[i], trainer.init(ens.init(keys[i])), noise, mask)
+    jax.effects_barrier()
+    out[f"calls_{i}"] = len(calls)
+  out["config"] = config
+  return out
+
+
+def test_epochs_after_the_stop_are_not_run(stopped_fits):
+  """Each seed stops early, and the vmapped pair runs only as many epochs as the longer one
+  needs (a scan of max_epochs with a cond would run all 60 for both under vmap)."""
+  f = stopped_fits
+  epochs = [int(f[i][1].epochs) for i in range(2)]
+  print(f"epochs {epochs}; loss calls {f['calls_0']}, {f['calls_1']}, vmapped {f['vmap_calls']}")
+  assert max(epochs) < f["config"].max_epochs
+  assert epochs[0] != epochs[1]            # so the vmapped pair has a seed that stops first
+  # Calls per epoch are the same for every epoch (same data), so calls count epochs.
+  per_epoch = f["calls_0"] // epochs[0]
+  assert f["calls_0"] == per_epoch * epochs[0] and f["calls_1"] == per_epoch * epochs[1]
+  assert f["vmap_calls"] == 2 * per_epoch * max(epochs)
+  for i in range(2):
+    loss = np.asarray(f[i][1].train_loss)
+    assert np.isfinite(loss[:epochs[i]]).all() and np.isnan(loss[epochs[i]:]).all()
+
+
+def test_vmapped_fits_equal_unbatched_fits(stopped_fits):
+  """The seed that stops first keeps its parameters, optimizer state and NaN metrics while
+  the other one trains on."""
+  f = stopped_fits
+  for i in range(2):
+    batched = jax.tree.map(lambda a: a[i], f["vmap"])
+    flat_b = jax.tree_util.tree_flatten_with_path(batched)[0]
+    flat_u = jax.tree.leaves(f[i])
+    assert len(flat_b) == len(flat_u)
+    for (path, a), b in zip(flat_b, flat_u):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5,
+                                 err_msg=f"seed {i} {jax.tree_util.keystr(path)}")
+
+
+@pytest.mark.parametrize("normalize_targets", [False, True])
+def test_target_normalisation_is_an_option(small, normalize_targets):
+  """Off (as PETS and mbrl-lib): the target normaliser is the identity and the scored MSE is
+  in the targets' own units; on (the default): both are standardised."""
+  ens, data, mask = small
+  data = data._replace(next_obs=data.obs + 3.0 * (data.next_obs - data.obs) + 1.0)
+  trainer = make_trainer(ens, FitConfig(max_epochs=2, holdout_ratio=0.0, patience=None,
+                                        normalize_targets=normalize_targets))
+  state, metrics = jax.jit(trainer.fit)(jax.random.key(0),
+                                        trainer.init(ens.init(jax.random.key(0))), data, mask)
+  p = state.params
+  y = np.asarray(ens.targets(data.obs, data.action, data.reward, data.next_obs))[np.asarray(mask)]
+  if normalize_targets:
+    np.testing.assert_allclose(p.output_norm.mean, y.mean(0), rtol=1e-4)
+    np.testing.assert_allclose(p.output_norm.std, y.std(0), rtol=1e-4)
+    scale = y.std(0)
+  else:
+    np.testing.assert_array_equal(p.output_norm.mean, 0.0)
+    np.testing.assert_array_equal(p.output_norm.std, 1.0)
+    scale = np.ones(y.shape[-1])
+  # holdout_ratio=0 scores the training rows (all valid rows): the same MSE from `apply`.
+  pred = np.asarray(ens.apply(p, data.obs[np.asarray(mask)], data.action[np.asarray(mask)]).mean)
+  mse = (((pred - y) / scale) ** 2).mean(axis=(1, 2))                  # [E]
+  np.testing.assert_allclose(metrics.best_holdout_mse, mse, rtol=2e-3)
+
+
+def test_default_fit_config():
+  c = FitConfig()
+  assert c.weight_decay_mode == "l2"     # mbrl-lib's torch Adam(weight_decay=...)
+  assert c.normalize_targets             # not mbrl-lib's: see FitConfig.normalize_targets
 
 
 def test_nan_in_data_is_reported(small):
@@ -215,7 +379,7 @@ def test_diverging_loss_is_reported(small):
 
 @pytest.mark.parametrize("field,value", [
     ("batch_size", 0), ("max_epochs", -1), ("holdout_ratio", 1.0), ("learning_rate", 0.0),
-    ("patience", 0), ("weight_decay", -1.0)])
+    ("patience", 0), ("weight_decay", -1.0), ("weight_decay_mode", "adamw")])
 def test_bad_config_names_the_field(field, value):
   with pytest.raises(ValueError, match=f"FitConfig.{field}"):
     dataclasses.replace(FitConfig(), **{field: value})

@@ -1,8 +1,7 @@
-"""Dynamics models: MLP ensembles, normalisers, and their fitting; the Dreamer world model
-(`rssm`) and the DreamerV3 transforms (`transforms`)."""
+"""Dynamics models: the one MLP (`networks`), MLP ensembles, normalisers, and their fitting;
+the Dreamer world model (`rssm`) and the DreamerV3 transforms (`transforms`)."""
 
 from mbrl_jax.models.ensemble import (
-    ACTIVATIONS,
     PROPAGATION_MODES,
     Ensemble,
     EnsembleParams,
@@ -13,13 +12,15 @@ from mbrl_jax.models.ensemble import (
     check_mode,
     make_ensemble,
 )
-from mbrl_jax.models import rssm, transforms  # noqa: F401
+from mbrl_jax.models import networks, rssm, transforms  # noqa: F401
+from mbrl_jax.models.networks import ACTIVATIONS, MLP
 from mbrl_jax.models.normalizer import Normalizer
-from mbrl_jax.models.training import FitConfig, FitMetrics, FitState, Trainer, check_fit, make_trainer
+from mbrl_jax.models.training import (
+    FitConfig, FitMetrics, FitState, Trainer, check_fit, make_trainer)
 
 __all__ = [
     "ACTIVATIONS", "PROPAGATION_MODES", "Ensemble", "EnsembleParams", "EnsembleSpec",
-    "MemberOutput", "ModelStep", "Uncertainty", "check_mode", "make_ensemble", "Normalizer",
-    "FitConfig", "FitMetrics", "FitState", "Trainer", "check_fit", "make_trainer", "rssm",
-    "transforms",
+    "MemberOutput", "ModelStep", "Uncertainty", "check_mode", "make_ensemble", "MLP", "Normalizer",
+    "FitConfig", "FitMetrics", "FitState", "Trainer", "check_fit", "make_trainer", "networks",
+    "rssm", "transforms",
 ]

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from mbrl_jax.models import normalizer as norm_lib
+from mbrl_jax.models.networks import ACTIVATIONS, MLP
 from mbrl_jax.types import PRNGKey
 
 PROPAGATION_MODES = ("ts1", "tsinf", "expectation", "all")
@@ -43,27 +44,17 @@ the row count is a multiple of the number of elites; otherwise every elite runs 
 and the wanted one is picked (num_elites times the work).
 """
 
-def _silu(x: jax.Array) -> jax.Array:
-  """x * sigmoid(x), with sigmoid(x) = (1 + tanh(x / 2)) / 2: the same function, but XLA's CPU
-  tanh is a cheap rational approximation where the logistic costs an exp and a divide; this
-  is ~10% of a PETS-sized forward pass."""
-  return x * (0.5 + 0.5 * jnp.tanh(0.5 * x))
-
-
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "silu": _silu, "relu": nn.relu, "tanh": jnp.tanh, "elu": nn.elu, "gelu": nn.gelu,
-}
-
 
 class EnsembleParams(NamedTuple):
   """Everything an ensemble's prediction depends on (E members, D = target size).
 
   Attributes:
     net: flax parameters of the member MLPs; every leaf has a leading member axis [E, ...].
-    min_logvar: lower soft bound of the log-variance, in normalised target units.   # [D]
-    max_logvar: upper soft bound of the log-variance, in normalised target units.   # [D]
+    min_logvar: lower soft bound of the log-variance, in output_norm's units.       # [D]
+    max_logvar: upper soft bound of the log-variance, in output_norm's units.       # [D]
     input_norm: normaliser of the inputs [obs, action].                            # [O + A]
-    output_norm: normaliser of the targets [delta obs, (reward)].                  # [D]
+    output_norm: normaliser of the targets [delta obs, (reward)]; the identity but for
+      constant dimensions if fitted with `FitConfig(normalize_targets=False)`.      # [D]
     elites: indices of the members used by predict, best first.                    # [K] int32
   """
 
@@ -165,18 +156,6 @@ class Ensemble(NamedTuple):
   targets: Callable[..., jax.Array]
 
 
-class _MLP(nn.Module):
-  hidden_sizes: Sequence[int]
-  out_size: int
-  activation: Callable[[jax.Array], jax.Array]
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    for size in self.hidden_sizes:
-      x = self.activation(nn.Dense(size)(x))
-    return nn.Dense(self.out_size)(x)
-
-
 def make_ensemble(
     obs_size: int,
     action_size: int,
@@ -205,7 +184,8 @@ def make_ensemble(
     predict_reward: also predict the reward (targets become [delta obs, reward]).
     learn_logvar_bounds: learn the log-variance bounds (with a penalty on their gap) or keep
       them fixed at their initial values.
-    init_min_logvar, init_max_logvar: initial bounds, in normalised target units.
+    init_min_logvar, init_max_logvar: initial bounds, in the units the network predicts in
+      (the targets' own unless they are standardised, see `FitConfig.normalize_targets`).
 
   Returns:
     An `Ensemble` of pure functions.
@@ -234,8 +214,8 @@ def make_ensemble(
       learn_logvar_bounds=learn_logvar_bounds)
   D = spec.target_size
   E = num_members
-  mlp = _MLP(hidden_sizes=spec.hidden_sizes, out_size=D * (2 if probabilistic else 1),
-             activation=ACTIVATIONS[activation])
+  mlp = MLP(hidden_sizes=spec.hidden_sizes, out_size=D * (2 if probabilistic else 1),
+            activation=ACTIVATIONS[activation])
 
   def init(key: PRNGKey) -> EnsembleParams:
     keys = jax.random.split(key, E)

@@ -62,6 +62,18 @@ def fit(x: jax.Array, mask: jax.Array | None = None) -> Normalizer:
       mean=jnp.where(has_data, mean, 0.0), std=jnp.where(has_data, std, 1.0))
 
 
+def constants_only(norm: Normalizer) -> Normalizer:
+  """`norm` with every dimension but the constant ones (std 0) made the identity.
+
+  What a model that is not meant to standardise a quantity still needs: its constant
+  dimensions pinned to their value (so they are predicted exactly, see MIN_STD) and every
+  other dimension left in its original units.
+  """
+  constant = norm.std == 0
+  return Normalizer(mean=jnp.where(constant, norm.mean, 0.0),
+                    std=jnp.where(constant, 0.0, 1.0).astype(norm.std.dtype))
+
+
 def normalize(norm: Normalizer, x: jax.Array) -> jax.Array:
   """(x - mean) / std, and 0 in constant dimensions; broadcasts over leading axes [..., D]."""
   constant = norm.std == 0

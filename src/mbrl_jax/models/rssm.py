@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from mbrl_jax.models import transforms
+from mbrl_jax.models.networks import MLP
 from mbrl_jax.types import PRNGKey, Transition
 
 
@@ -213,22 +214,10 @@ def kl_loss(post_logits: jax.Array, prior_logits: jax.Array, *, free_nats: float
 # Networks.
 
 
-class _MLP(nn.Module):
-  """Dense -> LayerNorm -> SiLU per hidden layer, then a linear output (zeros if asked)."""
-
-  hidden: int
-  layers: int
-  out: int | None
-  zero_out: bool = False
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    for _ in range(self.layers):
-      x = nn.silu(nn.LayerNorm(epsilon=1e-3)(nn.Dense(self.hidden)(x)))
-    if self.out is None:
-      return x
-    init = nn.initializers.zeros if self.zero_out else nn.initializers.lecun_normal()
-    return nn.Dense(self.out, kernel_init=init)(x)
+def _mlp(hidden: int, layers: int, out: int | None = None, **kwargs) -> MLP:
+  """DreamerV3's MLP: `layers` x (Dense -> LayerNorm -> SiLU), then a linear output if `out`."""
+  return MLP(hidden_sizes=(hidden,) * layers, out_size=out, activation=nn.silu,
+             layer_norm=True, **kwargs)
 
 
 class _GRU(nn.Module):
@@ -350,14 +339,14 @@ class _Net(nn.Module):
       self.encoder = _ConvEncoder(c.cnn_depth, stages)
       self.decoder = _ConvDecoder(c.cnn_depth, stages, self.obs_shape[-1])
     else:
-      self.encoder = _MLP(c.hidden, c.mlp_layers, None)
-      self.decoder = _MLP(c.hidden, c.mlp_layers, self.obs_shape[0])
-    self.img_in = _MLP(c.hidden, 1, None)
+      self.encoder = _mlp(c.hidden, c.mlp_layers)
+      self.decoder = _mlp(c.hidden, c.mlp_layers, self.obs_shape[0])
+    self.img_in = _mlp(c.hidden, 1)
     self.gru = _GRU(c.deter)
-    self.prior_net = _MLP(c.hidden, 1, c.stoch * c.classes)
-    self.post_net = _MLP(c.hidden, 1, c.stoch * c.classes)
-    self.reward_net = _MLP(c.hidden, c.mlp_layers, c.num_bins, zero_out=True)
-    self.cont_net = _MLP(c.hidden, c.mlp_layers, 1)
+    self.prior_net = _mlp(c.hidden, 1, c.stoch * c.classes)
+    self.post_net = _mlp(c.hidden, 1, c.stoch * c.classes)
+    self.reward_net = _mlp(c.hidden, c.mlp_layers, c.num_bins, zero_init_output=True)
+    self.cont_net = _mlp(c.hidden, c.mlp_layers, 1)
 
   def embed(self, obs: jax.Array) -> jax.Array:   # [N, *obs] (preprocessed) -> [N, E]
     return self.encoder(obs)

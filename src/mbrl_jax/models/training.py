@@ -3,10 +3,20 @@
 The data are a fixed-capacity `Transition` batch [C, ...] with a validity mask [C] (a replay
 buffer's storage, say), so refitting on a growing dataset never changes a shape and never
 recompiles. Inside one call: a random holdout split of the valid rows, normaliser statistics
-from the training rows, epochs as a `lax.scan` (an epoch after early stopping is skipped by
-`lax.cond`), minibatches as a loop whose trip count depends on the data size, per-member
-bootstrap resampling or permutation, the best parameters of each member kept by holdout MSE,
-and the elites chosen from them.
+from the training rows (inputs standardised, targets too unless asked not to), epochs as a
+`lax.while_loop` that ends when the holdout patience runs out or after `max_epochs`,
+minibatches as a loop whose trip count depends on the data size, per-member bootstrap
+resampling or permutation, the best parameters of each member kept by holdout MSE, and the
+elites chosen from them.
+
+Under `jax.vmap` over seeds the epoch loop runs until every seed has stopped (a seed that
+stopped earlier keeps its parameters and optimizer state, and its later per-epoch metrics stay
+NaN): the batch costs its longest seed's epochs, not `max_epochs`.
+
+The weight decay follows mbrl-lib (Pineda et al. 2021, "MBRL-Lib: A Modular Library for
+Model-based Reinforcement Learning"): Adam with coupled L2 weight decay (torch's
+`Adam(weight_decay=...)`: wd * w added to the gradient before the moments). Target
+standardisation does not: see `FitConfig.normalize_targets` for why.
 
 Example:
   >>> trainer = make_trainer(ens, FitConfig(max_epochs=50))
@@ -30,13 +40,22 @@ from mbrl_jax.models.ensemble import Ensemble, EnsembleParams
 from mbrl_jax.types import PRNGKey, Transition
 
 
+WEIGHT_DECAY_MODES = ("l2", "decoupled")
+
+
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
   """How an ensemble is fitted. Python values, part of the compiled program.
 
   Attributes:
     learning_rate: Adam step size.
-    weight_decay: decoupled weight decay on the kernels (AdamW); 0 disables it.
+    weight_decay: weight decay on the dense kernels (not the biases or log-variance bounds);
+      0 disables it. How it acts is `weight_decay_mode`'s choice.
+    weight_decay_mode: "l2" adds weight_decay * w to each kernel's gradient before Adam's
+      moments (an L2 penalty weight_decay / 2 * |w|^2 on the loss; torch's
+      `Adam(weight_decay=...)`, as mbrl-lib uses it); "decoupled" shrinks kernels by
+      learning_rate * weight_decay * w per step outside the moments (AdamW, Loshchilov & Hutter
+      2019), far weaker at the values mbrl-lib uses (5e-5: 5e-8 of a weight per step).
     batch_size: rows per member per gradient step.
     max_epochs: upper bound on epochs per fit.
     holdout_ratio: fraction of the valid rows held out for early stopping and elite choice.
@@ -46,6 +65,18 @@ class FitConfig:
     bootstrap: each member trains on rows drawn with replacement (True) or on its own
       permutation of the training rows (False).
     eval_batch_size: rows per holdout evaluation batch (memory only; results do not depend on it).
+    normalize_targets: also standardise the regression targets (the default; the ensemble
+      then predicts in standardised units, and its log-variance bounds are in those units).
+      False standardises the inputs only, as PETS (Chua et al. 2018) and mbrl-lib do. Either
+      way a constant target dimension is pinned to its value and predicted exactly. Not the
+      papers' choice by default because the log-variance starts near -0.5 whatever the
+      targets' scale: in raw units it must fall by 3-11 for cart-pole's deltas (variance
+      1e-5 to 3e-2), and PETS' first fits here (a 27-step random trial: 20-50 epochs of one
+      minibatch) do not get it there. Measured: after one such 20-epoch fit the predicted
+      variance was ~0.5 in every dimension, model rollouts were noise, and the quick PETS
+      preset returned 27/30/18/35/25/31 per trial against 27/138/200/200/141/199 with
+      standardised targets. (mbrl-lib's PETS starts from `initial_exploration_steps` = 200
+      random steps on cart-pole: 7 minibatches per epoch in its first fit, not 1.)
   """
 
   learning_rate: float = 1e-3
@@ -57,6 +88,8 @@ class FitConfig:
   improvement_threshold: float = 0.01
   bootstrap: bool = True
   eval_batch_size: int = 4096
+  weight_decay_mode: str = "l2"
+  normalize_targets: bool = True
 
   def __post_init__(self):
     def bad(name, why):
@@ -65,6 +98,8 @@ class FitConfig:
       bad("learning_rate", "must be > 0")
     if not self.weight_decay >= 0:
       bad("weight_decay", "must be >= 0")
+    if self.weight_decay_mode not in WEIGHT_DECAY_MODES:
+      bad("weight_decay_mode", f"must be one of {WEIGHT_DECAY_MODES}")
     for name in ("batch_size", "max_epochs", "eval_batch_size"):
       if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
         bad(name, "must be a positive int")
@@ -92,8 +127,9 @@ class FitMetrics(NamedTuple):
   """Per-epoch and summary metrics of one fit (E members, T = max_epochs).
 
   Attributes:
-    train_loss: mean training loss per epoch and member (NaN for skipped epochs).  # [T, E]
-    holdout_mse: holdout MSE (normalised targets) per epoch and member (NaN if skipped). # [T, E]
+    train_loss: mean training loss per epoch and member (NaN past `epochs`).       # [T, E]
+    holdout_mse: holdout MSE per epoch and member (NaN past `epochs`), in the units the
+      model is trained in: the targets' own, or standardised with `normalize_targets`. # [T, E]
     epochs: epochs actually run.                                                   # []
     best_holdout_mse: holdout MSE of the kept parameters per member.               # [E]
     num_train: training rows.                                                      # []
@@ -138,12 +174,45 @@ def _kernel_mask(trainable: tuple[Any, jax.Array, jax.Array]) -> Any:
   return net_mask, False, False
 
 
+def _optimizer(config: FitConfig) -> optax.GradientTransformation:
+  """Adam with `config`'s weight decay on the kernels (see `FitConfig.weight_decay_mode`)."""
+  if config.weight_decay_mode == "decoupled":
+    return optax.adamw(config.learning_rate, weight_decay=config.weight_decay, mask=_kernel_mask)
+  return optax.chain(
+      optax.masked(optax.add_decayed_weights(config.weight_decay), _kernel_mask),
+      optax.scale_by_adam(),
+      optax.scale_by_learning_rate(config.learning_rate))
+
+
+class _EpochCarry(NamedTuple):
+  """The epoch loop's state (E members, T = max_epochs).
+
+  Attributes:
+    epoch: epochs run so far.                                          # [] int32
+    fit_state: parameters and optimizer state after the last epoch.
+    best_params: each member's parameters at its best holdout MSE.
+    best_score: each member's best holdout MSE (inf before the first epoch). # [E]
+    since_improved: epochs since any member last improved.            # [] int32
+    key: randomness for the epochs still to run.
+    train_loss: per-epoch training loss, NaN where not run.            # [T, E]
+    holdout_mse: per-epoch holdout MSE, NaN where not run.             # [T, E]
+  """
+
+  epoch: jax.Array
+  fit_state: FitState
+  best_params: EnsembleParams
+  best_score: jax.Array
+  since_improved: jax.Array
+  key: PRNGKey
+  train_loss: jax.Array
+  holdout_mse: jax.Array
+
+
 def make_trainer(ensemble: Ensemble, config: FitConfig = FitConfig()) -> Trainer:
   """Builds the fitting functions of `ensemble` under `config`."""
   spec = ensemble.spec
-  E, K, B = spec.num_members, spec.num_elites, config.batch_size
-  optimizer = optax.adamw(config.learning_rate, weight_decay=config.weight_decay,
-                          mask=_kernel_mask)
+  E, K, B, T = spec.num_members, spec.num_elites, config.batch_size, config.max_epochs
+  optimizer = _optimizer(config)
 
   def init(params: EnsembleParams) -> FitState:
     return FitState(params=params, opt_state=optimizer.init(_trainable(params)))
@@ -190,8 +259,11 @@ def make_trainer(ensemble: Ensemble, config: FitConfig = FitConfig()) -> Trainer
     eval_rows = jnp.where(n_hold > 0, order, train_rows)
     n_eval = jnp.where(n_hold > 0, n_hold, n_train)
 
-    params = state.params._replace(
-        input_norm=norm_lib.fit(x_raw, is_train), output_norm=norm_lib.fit(y_raw, is_train))
+    output_norm = norm_lib.fit(y_raw, is_train)
+    if not config.normalize_targets:
+      output_norm = norm_lib.constants_only(output_norm)
+    params = state.params._replace(input_norm=norm_lib.fit(x_raw, is_train),
+                                   output_norm=output_norm)
     x_all = norm_lib.normalize(params.input_norm, jnp.where(finite[:, None], x_raw, 0.0))
     y_all = norm_lib.normalize(params.output_norm, jnp.where(finite[:, None], y_raw, 0.0))
     state = state._replace(params=params)
@@ -223,9 +295,8 @@ def make_trainer(ensemble: Ensemble, config: FitConfig = FitConfig()) -> Trainer
       total = jax.lax.fori_loop(0, n_batches, body, jnp.zeros((E,)))
       return total / jnp.maximum(n_eval, 1)
 
-    def run_epoch(carry):
-      fit_state, best_params, best_score, since_improved, key = carry
-      key, rows_key = jax.random.split(key)
+    def run_epoch(c: _EpochCarry) -> _EpochCarry:
+      key, rows_key = jax.random.split(c.key)
       rows = member_rows(rows_key)
 
       def body(i, acc):
@@ -236,40 +307,47 @@ def make_trainer(ensemble: Ensemble, config: FitConfig = FitConfig()) -> Trainer
         return st, loss_sum + member_loss * w.sum()
 
       n_batches = -(-n_train // B)
-      fit_state, loss_sum = jax.lax.fori_loop(0, n_batches, body, (fit_state, jnp.zeros((E,))))
+      fit_state, loss_sum = jax.lax.fori_loop(0, n_batches, body, (c.fit_state, jnp.zeros((E,))))
       train_loss = loss_sum / jnp.maximum(n_train, 1)
       score = holdout_mse(fit_state.params)
-      improved = (best_score - score) > config.improvement_threshold * jnp.abs(best_score)
-      improved = improved | ~jnp.isfinite(best_score)
+      improved = (c.best_score - score) > config.improvement_threshold * jnp.abs(c.best_score)
+      improved = improved | ~jnp.isfinite(c.best_score)
       pick = lambda new, old: jnp.where(
           improved.reshape((E,) + (1,) * (new.ndim - 1)), new, old)
-      best_params = best_params._replace(
-          net=jax.tree.map(pick, fit_state.params.net, best_params.net),
+      best_params = c.best_params._replace(
+          net=jax.tree.map(pick, fit_state.params.net, c.best_params.net),
           min_logvar=fit_state.params.min_logvar, max_logvar=fit_state.params.max_logvar)
-      best_score = jnp.where(improved, score, best_score)
-      since_improved = jnp.where(improved.any(), 0, since_improved + 1)
-      return (fit_state, best_params, best_score, since_improved, key), (train_loss, score)
+      return _EpochCarry(
+          epoch=c.epoch + 1, fit_state=fit_state, best_params=best_params,
+          best_score=jnp.where(improved, score, c.best_score),
+          since_improved=jnp.where(improved.any(), 0, c.since_improved + 1), key=key,
+          train_loss=c.train_loss.at[c.epoch].set(train_loss),
+          holdout_mse=c.holdout_mse.at[c.epoch].set(score))
 
-    def epoch(carry, _):
-      since_improved = carry[3]
-      stopped = (False if config.patience is None else since_improved >= config.patience)
-      stopped = stopped | (n_train == 0)
-      skipped = lambda c: (c, (jnp.full((E,), jnp.nan), jnp.full((E,), jnp.nan)))
-      carry, (train_loss, score) = jax.lax.cond(stopped, skipped, run_epoch, carry)
-      return carry, (train_loss, score, ~stopped)
+    def keep_going(c: _EpochCarry) -> jax.Array:
+      go = (c.epoch < T) & (n_train > 0)
+      if config.patience is not None:
+        go = go & (c.since_improved < config.patience)
+      return go
 
-    init_carry = (state, state.params, jnp.full((E,), jnp.inf), jnp.asarray(0, jnp.int32),
-                  epochs_key)
-    (state, best_params, best_score, _, _), (train_loss, score, ran) = jax.lax.scan(
-        epoch, init_carry, None, length=config.max_epochs)
+    nan = jnp.full((T, E), jnp.nan, jnp.float32)
+    init_carry = _EpochCarry(
+        epoch=jnp.asarray(0, jnp.int32), fit_state=state, best_params=state.params,
+        best_score=jnp.full((E,), jnp.inf), since_improved=jnp.asarray(0, jnp.int32),
+        key=epochs_key, train_loss=nan, holdout_mse=nan)
+    # A while loop, not a scan over max_epochs with a cond: under vmap a cond turns into a
+    # select that runs every epoch for every seed; a while loop stops once all have stopped.
+    done = jax.lax.while_loop(keep_going, run_epoch, init_carry)
+    state, best_params, best_score = done.fit_state, done.best_params, done.best_score
+    ran = jnp.arange(T) < done.epoch                                               # [T]
 
     elites = jnp.argsort(jnp.where(jnp.isfinite(best_score), best_score, jnp.inf))[:K]
     best_params = best_params._replace(elites=elites.astype(jnp.int32))
     metrics = FitMetrics(
-        train_loss=train_loss, holdout_mse=score, epochs=ran.sum(),
+        train_loss=done.train_loss, holdout_mse=done.holdout_mse, epochs=done.epoch,
         best_holdout_mse=best_score, num_train=n_train, num_holdout=n_hold,
         nonfinite_data=nonfinite_data,
-        nonfinite_loss=jnp.any(ran[:, None] & ~jnp.isfinite(train_loss)))
+        nonfinite_loss=jnp.any(ran[:, None] & ~jnp.isfinite(done.train_loss)))
     return FitState(params=best_params, opt_state=state.opt_state), metrics
 
   return Trainer(init=init, fit=fit)

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from mbrl_jax.models import transforms
+from mbrl_jax.models.networks import MLP
 from mbrl_jax.types import PRNGKey
 
 ACTOR_GRADS = ("dynamics", "reinforce")
@@ -220,20 +221,6 @@ class ActorCritic(NamedTuple):
   config: ActorCriticConfig
 
 
-class _MLP(nn.Module):
-  hidden: int
-  layers: int
-  out: int
-  zero_out: bool = False
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    for _ in range(self.layers):
-      x = nn.silu(nn.LayerNorm(epsilon=1e-3)(nn.Dense(self.hidden)(x)))
-    init = nn.initializers.zeros if self.zero_out else nn.initializers.lecun_normal()
-    return nn.Dense(self.out, kernel_init=init)(x)
-
-
 def gaussian_entropy(std: jax.Array) -> jax.Array:
   """Entropy of a diagonal Gaussian, summed over the last axis."""
   return jnp.sum(0.5 * jnp.log(2.0 * jnp.pi * jnp.e) + jnp.log(std), axis=-1)
@@ -266,8 +253,10 @@ def make_actor_critic(feature_size: int, action_size: int, *,
       raise ValueError(f"make_actor_critic: {name} must be a positive int, got {value!r}")
   validate_config(config, "make_actor_critic: config")
   c = config
-  actor_net = _MLP(c.hidden, c.layers, 2 * action_size)
-  critic_net = _MLP(c.hidden, c.layers, c.num_bins, zero_out=True)
+  hidden = (c.hidden,) * c.layers
+  actor_net = MLP(hidden, 2 * action_size, activation=nn.silu, layer_norm=True)
+  critic_net = MLP(hidden, c.num_bins, activation=nn.silu, layer_norm=True,
+                   zero_init_output=True)
   bins = transforms.symlog_bins(c.num_bins)
   actor_opt = optax.chain(optax.clip_by_global_norm(c.grad_clip),
                           optax.adam(c.actor_lr, eps=1e-5))

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import optax
 
 from mbrl_jax.models import normalizer as normalizer_lib
+from mbrl_jax.models.networks import MLP
 from mbrl_jax.types import PRNGKey, Transition
 
 LOG_2 = math.log(2.0)
@@ -150,17 +151,6 @@ class SAC(NamedTuple):
   critic_apply: Callable[..., jax.Array]
 
 
-class _MLP(nn.Module):
-  hidden_sizes: Sequence[int]
-  out_size: int
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    for size in self.hidden_sizes:
-      x = nn.relu(nn.Dense(size)(x))
-    return nn.Dense(self.out_size)(x)
-
-
 def tanh_gaussian_sample(mean: jax.Array, log_std: jax.Array,
                          noise: jax.Array) -> tuple[jax.Array, jax.Array]:
   """a = tanh(mean + std * noise) and log pi(a), summed over the last (action) axis.
@@ -248,8 +238,8 @@ def make_sac(
                      f"({log_std_max})")
   target_entropy = -float(action_size) if target_entropy is None else float(target_entropy)
   A = action_size
-  actor_net = _MLP(hidden_sizes=tuple(hidden_sizes), out_size=2 * A)
-  critic_net = _MLP(hidden_sizes=tuple(hidden_sizes), out_size=1)
+  actor_net = MLP(hidden_sizes=tuple(hidden_sizes), out_size=2 * A, activation=nn.relu)
+  critic_net = MLP(hidden_sizes=tuple(hidden_sizes), out_size=1, activation=nn.relu)
   actor_opt = optax.adam(actor_lr)
   critic_opt = optax.adam(critic_lr)
   alpha_opt = optax.adam(alpha_lr)
