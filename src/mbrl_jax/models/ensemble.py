@@ -13,8 +13,10 @@ normalisers, elite indices) is in one pytree, `EnsembleParams`, so a model is pa
 Example:
   >>> ens = make_ensemble(obs_size=4, action_size=1, num_members=5)
   >>> params = ens.init(jax.random.key(0))
-  >>> step = ens.predict(params, key, obs, action, mode="tsinf")   # obs [N, 4], action [N, 1]
-  >>> step.next_obs.shape                                          # (N, 4)
+  >>> obs, action = jnp.zeros((10, 4)), jnp.zeros((10, 1))         # N = 10 rows
+  >>> step = ens.predict(params, jax.random.key(1), obs, action, mode="tsinf")
+  >>> step.next_obs.shape
+  (10, 4)
 """
 
 from __future__ import annotations

@@ -18,11 +18,22 @@ Model-based Reinforcement Learning"): Adam with coupled L2 weight decay (torch's
 `Adam(weight_decay=...)`: wd * w added to the gradient before the moments). Target
 standardisation does not: see `FitConfig.normalize_targets` for why.
 
-Example:
-  >>> trainer = make_trainer(ens, FitConfig(max_epochs=50))
-  >>> fit_state = trainer.init(ens.init(key))
-  >>> fit_state, metrics = jax.jit(trainer.fit)(key, fit_state, buffer_data, valid_mask)
+Example (a fit on 64 transitions of a linear system):
+  >>> from mbrl_jax.models import make_ensemble
+  >>> from mbrl_jax.types import Transition
+  >>> obs = jax.random.normal(jax.random.key(0), (64, 2))
+  >>> action = jax.random.uniform(jax.random.key(1), (64, 1), minval=-1.0, maxval=1.0)
+  >>> data = Transition(obs=obs, action=action, reward=obs[:, 0],
+  ...                   next_obs=obs + 0.1 * action, terminated=jnp.zeros(64),
+  ...                   truncated=jnp.zeros(64))
+  >>> ens = make_ensemble(obs_size=2, action_size=1, num_members=3, hidden_sizes=(32,))
+  >>> trainer = make_trainer(ens, FitConfig(max_epochs=5, batch_size=16))
+  >>> fit_state = trainer.init(ens.init(jax.random.key(2)))
+  >>> fit_state, metrics = jax.jit(trainer.fit)(jax.random.key(3), fit_state, data,
+  ...                                           jnp.ones(64, bool))
   >>> check_fit(metrics)          # raises on NaN/Inf in the data or the loss
+  >>> int(metrics.epochs), metrics.best_holdout_mse.shape
+  (5, (3,))
 """
 
 from __future__ import annotations

@@ -12,11 +12,23 @@ This module knows nothing about the world model: `update` takes
 (DreamerV1/V2's choice for continuous control); with `"reinforce"` it is a score-function
 gradient with the critic as baseline (DreamerV3's choice for all action spaces).
 
-Example:
-  >>> ac = make_actor_critic(feature_size=wm.feature_size, action_size=1)
-  >>> state = ac.init(key)
-  >>> state, metrics = ac.update(state, key, imagine_fn)
-  >>> action = ac.act(state.actor, key, features)        # [..., A] in [-1, 1]
+Example (imagination of a toy model where features drift with the action):
+  >>> ac = make_actor_critic(feature_size=2, action_size=1,
+  ...                        config=ActorCriticConfig(hidden=16, horizon=5))
+  >>> state = ac.init(jax.random.key(0))
+  >>> def imagine_fn(key, policy_fn):                   # N = 8 starts, H = 5 steps
+  ...   feat, feats, actions = jnp.zeros((8, 2)), [jnp.zeros((8, 2))], []
+  ...   for k in jax.random.split(key, 5):
+  ...     a = policy_fn(k, feat)
+  ...     feat = feat + jnp.concatenate([a, -a], axis=-1)
+  ...     feats.append(feat), actions.append(a)
+  ...   feats, actions = jnp.stack(feats, 1), jnp.stack(actions, 1)
+  ...   return Imagined(feat=feats, action=actions, reward=feats[:, 1:, 0],
+  ...                   cont=jnp.ones((8, 5)))
+  >>> state, metrics = ac.update(state, jax.random.key(1), imagine_fn)
+  >>> action = ac.act(state.actor, jax.random.key(2), jnp.zeros((3, 2)))   # [..., A]
+  >>> action.shape, bool(jnp.all(jnp.abs(action) <= 1.0))
+  ((3, 1), True)
 """
 
 from __future__ import annotations

@@ -29,12 +29,18 @@ Only `terminated` stops the bootstrap; a time-limit truncation still bootstraps 
 (which is the true final observation in our buffers).
 
 Example:
-  >>> sac = make_sac(obs_size=3, action_size=1)
+  >>> from mbrl_jax.types import Transition
+  >>> sac = make_sac(obs_size=3, action_size=1, hidden_sizes=(16,))
   >>> state = sac.init(jax.random.key(0))
-  >>> state, metrics = jax.jit(sac.update)(state, batch, key)          # batch: Transition [B]
-  >>> state, metrics = jax.jit(sac.update_many)(state, batches, key)   # batches: [G, B]
-  >>> action = sac.act(state.params, obs, key, deterministic=True)     # obs [..., O]
-  >>> state = sac.observe(state, obs_rows)            # running obs statistics, obs_rows [N, O]
+  >>> batch = Transition(obs=jnp.ones((8, 3)), action=jnp.zeros((8, 1)), reward=jnp.ones(8),
+  ...                    next_obs=jnp.ones((8, 3)), terminated=jnp.zeros(8),
+  ...                    truncated=jnp.zeros(8))                       # B = 8
+  >>> state, metrics = jax.jit(sac.update)(state, batch, jax.random.key(1))
+  >>> batches = jax.tree.map(lambda x: jnp.stack([x, x]), batch)      # G = 2 updates
+  >>> state, metrics = jax.jit(sac.update_many)(state, batches, jax.random.key(2))
+  >>> sac.act(state.params, jnp.ones((5, 3)), jax.random.key(3), deterministic=True).shape
+  (5, 1)
+  >>> state = sac.observe(state, jnp.ones((4, 3)))     # running obs statistics, rows [N, O]
 """
 
 from __future__ import annotations
