@@ -3,6 +3,7 @@
   python experiments/pets.py --preset quick --out runs/pets_quick
   python experiments/pets.py --preset mbrl-lib-notebook --seeds 5 --out runs/pets_notebook
   python experiments/pets.py --env cartpole_swingup --planner.horizon 25 --trials 15 --help
+  python experiments/pets.py --seeds 2 planner.optimizer:icem --planner.optimizer.population 50
 
   python experiments/pets.py --resume runs/pets_notebook        # after a crash or a kill
 
@@ -19,6 +20,7 @@ import sys
 import numpy as np
 
 from mbrl_jax import models
+from mbrl_jax import planning
 from mbrl_jax import run as run_lib
 from mbrl_jax.algorithms import pets
 from mbrl_jax.run import cli as run_cli
@@ -28,17 +30,20 @@ PRESETS: dict[str, pets.Config] = {
     # A few minutes on a 2-core CPU: the PETS model, a smaller planner.
     "quick": pets.Config(
         env="cartpole_continuous", trials=5, random_trials=1, trial_length=200,
-        planner=pets.PlannerConfig(optimizer="cem", horizon=15, population=100, iterations=5,
-                                   elite_ratio=0.1, alpha=0.1, num_particles=10)),
+        planner=pets.PlannerConfig(
+            optimizer=planning.CEMConfig(population=100, iterations=5, elite_ratio=0.1,
+                                         alpha=0.1, return_mean_elites=True),
+            horizon=15, num_particles=10)),
     # mbrl-lib's PETS example notebook (cartpole_continuous).
     "mbrl-lib-notebook": pets.Config(
         env="cartpole_continuous", trials=5, random_trials=1, trial_length=200,
         model=pets.ModelConfig(num_members=5, hidden_sizes=(200, 200, 200), activation="silu"),
         fit=models.FitConfig(learning_rate=1e-3, weight_decay=5e-5, batch_size=32,
                              max_epochs=50, holdout_ratio=0.05, patience=None),
-        planner=pets.PlannerConfig(optimizer="cem", horizon=15, population=350, iterations=5,
-                                   elite_ratio=0.1, alpha=0.1, return_mean_elites=True,
-                                   num_particles=20, propagation="tsinf")),
+        planner=pets.PlannerConfig(
+            optimizer=planning.CEMConfig(population=350, iterations=5, elite_ratio=0.1,
+                                         alpha=0.1, return_mean_elites=True),
+            horizon=15, num_particles=20, propagation="tsinf")),
 }
 
 

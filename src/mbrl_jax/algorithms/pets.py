@@ -34,7 +34,7 @@ from mbrl_jax import models
 from mbrl_jax import run as run_lib
 from mbrl_jax.planning import optimizers as opt_lib
 from mbrl_jax.planning.mpc import make_mpc
-from mbrl_jax.planning.trajectory import make_trajectory_evaluator
+from mbrl_jax.planning.trajectory import MEMBER_ASSIGNMENTS, make_trajectory_evaluator
 from mbrl_jax.types import PRNGKey, Transition
 
 
@@ -64,41 +64,27 @@ class PlannerConfig:
   """The action-sequence optimizer, the trajectory evaluation and the MPC loop.
 
   Attributes:
-    optimizer: one of `mbrl_jax.planning.OPTIMIZERS` ("cem", "icem", "mppi", "random",
-      "gradient").
+    optimizer: the optimizer and its own settings, one of `mbrl_jax.planning`'s configs
+      (CEMConfig, ICEMConfig, MPPIConfig, RandomShootingConfig, GradientConfig). The default
+      is mbrl-lib's PETS CEM: population 350, 5 iterations, 10% elites, momentum 0.1,
+      returning the elite mean.
     horizon: planning horizon H.
-    population: sequences per optimizer iteration (cem, icem, mppi, random).
-    iterations: optimizer iterations (cem, icem, mppi).
-    elite_ratio: fraction of the population kept as elites (cem, icem).
-    alpha: momentum of the sampling distribution (cem, icem).
-    return_mean_elites: return the final elite mean (True) or the best sample (cem, icem).
-    temperature: MPPI temperature.
-    noise_std: MPPI sampling noise.
-    num_starts: starts of the gradient optimizer.
-    num_steps: Adam steps of the gradient optimizer.
-    learning_rate: Adam step size of the gradient optimizer.
     num_particles: particles per sequence.
     propagation: how particles use the ensemble: "ts1", "tsinf" or "expectation" (see
       `mbrl_jax.models.PROPAGATION_MODES`).
+    member_assignment: "random" (mbrl-lib): particles get random ensemble members, drawn once
+      per trajectory evaluation; "fixed": particle row r uses member r % E.
     discount: per-step discount of predicted rewards.
     risk_coef: objective = mean - risk_coef * std over particles.
     replan_every: re-optimise every k env steps.
   """
 
-  optimizer: str = "cem"
+  optimizer: opt_lib.OptimizerConfig = opt_lib.CEMConfig(
+      population=350, iterations=5, elite_ratio=0.1, alpha=0.1, return_mean_elites=True)
   horizon: int = 15
-  population: int = 350
-  iterations: int = 5
-  elite_ratio: float = 0.1
-  alpha: float = 0.1
-  return_mean_elites: bool = True
-  temperature: float = 1.0
-  noise_std: float = 0.3
-  num_starts: int = 8
-  num_steps: int = 50
-  learning_rate: float = 0.05
   num_particles: int = 20
   propagation: str = "tsinf"
+  member_assignment: str = "random"
   discount: float = 1.0
   risk_coef: float = 0.0
   replan_every: int = 1
@@ -158,21 +144,27 @@ def validate(config: Config) -> None:
     bad("model.hidden_sizes", f"must be positive widths, got {m.hidden_sizes}")
   if m.activation not in models.ACTIVATIONS:
     bad("model.activation", f"{m.activation!r} is unknown; valid: {sorted(models.ACTIVATIONS)}")
-  if p.optimizer not in opt_lib.OPTIMIZERS:
-    bad("planner.optimizer", f"{p.optimizer!r} is unknown; valid: {sorted(opt_lib.OPTIMIZERS)}")
+  if not isinstance(p.optimizer, tuple(opt_lib.OPTIMIZERS.values())):
+    bad("planner.optimizer", f"must be one of {[c.__name__ for c in opt_lib.OPTIMIZERS.values()]}"
+        f", got {p.optimizer!r}")
+  try:
+    dataclasses.replace(p.optimizer)                 # its own checks, once more (__post_init__)
+  except ValueError as e:
+    raise ValueError(f"PETS config: planner.optimizer.{e}") from None
   if p.horizon < 1:
     bad("planner.horizon", f"must be >= 1, got {p.horizon}")
-  if p.population < 1:
-    bad("planner.population", f"must be >= 1, got {p.population}")
   if p.num_particles < 1:
     bad("planner.num_particles", f"must be >= 1, got {p.num_particles}")
   if p.propagation not in ("ts1", "tsinf", "expectation"):
     bad("planner.propagation", f"{p.propagation!r} is not a planning propagation mode; valid: "
         "'ts1', 'tsinf', 'expectation'")
+  if p.member_assignment not in MEMBER_ASSIGNMENTS:
+    bad("planner.member_assignment", f"must be one of {MEMBER_ASSIGNMENTS}, got "
+        f"{p.member_assignment!r}")
   if not 1 <= p.replan_every <= p.horizon:
     bad("planner.replan_every", f"must be in [1, horizon={p.horizon}], got {p.replan_every}")
-  # The optimizer and evaluator factories check the rest of their arguments (elites versus
-  # population, momentum range, temperature, discount, ...) and name them.
+  # The optimizer and evaluator factories check the rest of their arguments (discount, ...)
+  # and name them.
   _make_optimizer(config, action_size=1)
   try:
     make_trajectory_evaluator(lambda *a: None, num_particles=p.num_particles,
@@ -183,20 +175,9 @@ def validate(config: Config) -> None:
 
 def _make_optimizer(config: Config, action_size: int) -> opt_lib.Optimizer:
   p = config.planner
-  common = dict(horizon=p.horizon, action_size=action_size, lower=-1.0, upper=1.0)
   try:
-    if p.optimizer in ("cem", "icem"):
-      return opt_lib.make_optimizer(p.optimizer, population=p.population,
-                                    iterations=p.iterations, elite_ratio=p.elite_ratio,
-                                    alpha=p.alpha, return_mean_elites=p.return_mean_elites,
-                                    **common)
-    if p.optimizer == "mppi":
-      return opt_lib.make_mppi(population=p.population, iterations=p.iterations,
-                               temperature=p.temperature, noise_std=p.noise_std, **common)
-    if p.optimizer == "random":
-      return opt_lib.make_random_shooting(population=p.population, **common)
-    return opt_lib.make_gradient(num_starts=p.num_starts, num_steps=p.num_steps,
-                                 learning_rate=p.learning_rate, **common)
+    return opt_lib.make_optimizer(p.optimizer, horizon=p.horizon, action_size=action_size,
+                                  lower=-1.0, upper=1.0)
   except ValueError as e:
     raise ValueError(f"PETS config: planner.{e}") from None
 
@@ -315,9 +296,10 @@ def _make_mpc(config: Config, parts: Parts):
   known reward and termination."""
   p = config.planner
   evaluate = make_trajectory_evaluator(
-      functools.partial(parts.ensemble.predict, mode=p.propagation), reward_fn=parts.reward_fn,
-      termination_fn=parts.termination_fn, num_particles=p.num_particles, discount=p.discount,
-      risk_coef=p.risk_coef)
+      functools.partial(parts.ensemble.predict, mode=p.propagation),
+      noise_size=parts.ensemble.noise_size, member_assignment=p.member_assignment,
+      reward_fn=parts.reward_fn, termination_fn=parts.termination_fn,
+      num_particles=p.num_particles, discount=p.discount, risk_coef=p.risk_coef)
   return make_mpc(parts.optimizer, evaluate, replan_every=p.replan_every)
 
 
@@ -382,7 +364,8 @@ def make_policy(state: State, config: Config, parts: Parts | None = None):
 def planner_rows_per_member(config: Config) -> int:
   """Rows each ensemble member's products see in one planning step (picks compile options)."""
   p, m = config.planner, config.model
-  sequences = p.num_starts if p.optimizer == "gradient" else p.population
+  sequences = (p.optimizer.num_starts if isinstance(p.optimizer, opt_lib.GradientConfig)
+               else p.optimizer.population)
   return sequences * p.num_particles // (m.num_elites or m.num_members)
 
 
