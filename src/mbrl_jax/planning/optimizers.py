@@ -828,8 +828,13 @@ def make_optimizer(config: OptimizerConfig, *, horizon: int, action_size: int,
     lower, upper: action bounds: scalars, [A] or [H, A].
 
   Example:
-    >>> opt = make_optimizer(ICEMConfig(population=100), horizon=15, action_size=1)
-    >>> plan, state, info = opt.optimize(key, objective, opt.init())
+    >>> import jax, jax.numpy as jnp
+    >>> opt = make_optimizer(ICEMConfig(population=50), horizon=10, action_size=1)
+    >>> objective = lambda key, a: -jnp.sum(jnp.square(a - 0.5), axis=(1, 2))
+    >>> plan, state, info = opt.optimize(jax.random.key(0), objective, opt.init())
+    >>> plan.shape, state.elites.shape           # iCEM carries int(0.3 * 5) = 1 elite
+    ((10, 1), (1, 10, 1))
+    >>> state = opt.shift(state, 1)              # one action executed: the next warm start
   """
   builder = _BUILDERS.get(type(config))
   if builder is None:
