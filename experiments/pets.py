@@ -3,8 +3,7 @@
   python experiments/pets.py --preset quick --out runs/pets_quick
   python experiments/pets.py --preset mbrl-lib-notebook --seeds 5 --out runs/pets_notebook
   python experiments/pets.py --env cartpole_swingup --planner.horizon 25 --trials 15 --help
-  python experiments/pets.py --seeds 2 planner.optimizer:icem-config \
-      --planner.optimizer.population 50
+  python experiments/pets.py planner.optimizer:icem-config --planner.optimizer.population 50
 
   python experiments/pets.py --resume runs/pets_notebook        # after a crash or a kill
 
