@@ -31,10 +31,9 @@ Rows:
                         `lax.scan` (horizon 15 x 5 iterations, unrolled by 15 as the evaluator
                         unrolls a rollout): the plan's FLOPs with nothing else
     predict_x75         the same with `predict`'s Gaussian sample (soft-bounded variance,
-                        sqrt, scaled noise), its noise drawn as in a plan: one [15, 7000, 4]
+                        sqrt, scaled noise), its noise drawn as in a plan: one [75, 7000, 4]
                         standard-normal draw per call (the evaluator draws a horizon's noise
-                        at once and XLA hoists it out of the CEM loop: every iteration uses
-                        the same evaluation key)
+                        at once; every CEM iteration has its own evaluation key)
 
 FLOPs per plan = sequences evaluated x particles x horizon x `spec.flops_per_row()` (2 per
 multiply-add, every dense layer including the first (5 -> 200) and the last (200 -> 8, mean
@@ -61,6 +60,7 @@ import tyro
 import benchlib
 
 from mbrl_jax import compile as compile_lib
+from mbrl_jax import planning
 from mbrl_jax.algorithms import pets
 from mbrl_jax.models import Normalizer
 from mbrl_jax.planning import icem_population_sizes
@@ -117,10 +117,21 @@ class Args:
   """Also time cem/notebook and cem/small compiled with the XLA:CPU options in XLA_VARIANTS."""
 
 
+def _optimizer_config(optimizer: str, cfg: PlanConfig) -> planning.OptimizerConfig:
+  if optimizer in ("cem", "icem"):
+    return planning.OPTIMIZERS[optimizer](
+        population=cfg.population, iterations=cfg.iterations, elite_ratio=cfg.elite_ratio,
+        alpha=cfg.alpha, return_mean_elites=True)
+  if optimizer == "mppi":
+    return planning.MPPIConfig(population=cfg.population, iterations=cfg.iterations)
+  if optimizer == "random":
+    return planning.RandomShootingConfig(population=cfg.population)
+  raise ValueError(f"bench_planning: no config for optimizer {optimizer!r}")
+
+
 def _pets_config(optimizer: str, cfg: PlanConfig) -> pets.Config:
   planner = pets.PlannerConfig(
-      optimizer=optimizer, horizon=cfg.horizon, population=cfg.population,
-      iterations=cfg.iterations, elite_ratio=cfg.elite_ratio, alpha=cfg.alpha,
+      optimizer=_optimizer_config(optimizer, cfg), horizon=cfg.horizon,
       num_particles=cfg.particles, propagation="tsinf")
   return pets.Config(env=ENV, planner=planner)
 
@@ -132,10 +143,12 @@ def _sequences_per_plan(optimizer: str, cfg: PlanConfig) -> int:
   if optimizer == "random":
     return cfg.population
   if optimizer == "icem":
-    # make_icem's defaults (population_decay 1.25, keep_elite_frac 0.3), as PETS builds it.
+    # ICEMConfig's defaults (population_decay 1.25, keep_elite_frac 0.3), as PETS builds it.
+    c = _optimizer_config(optimizer, cfg)
     num_elites = int(np.ceil(cfg.elite_ratio * cfg.population - 1e-9))
-    sizes = icem_population_sizes(cfg.population, cfg.iterations, 1.25, num_elites)
-    kept = int(0.3 * num_elites) * (cfg.iterations - 1)     # elites re-evaluated after iter 0
+    sizes = icem_population_sizes(cfg.population, cfg.iterations, c.population_decay,
+                                  num_elites)
+    kept = c.num_carried * cfg.iterations           # carried elites, re-evaluated every iteration
     return sum(sizes) + kept + int(cfg.iterations > 1)      # + the mean in the last iteration
   raise ValueError(f"bench_planning: no FLOP count for optimizer {optimizer!r}")
 
@@ -166,8 +179,9 @@ def plan_subject(name: str, optimizer: str, cfg: PlanConfig, seeds: int | None,
   parts = pets.make_parts(config)
   ens = parts.ensemble
   evaluate = make_trajectory_evaluator(
-      functools.partial(ens.predict, mode="tsinf"), reward_fn=parts.reward_fn,
-      termination_fn=parts.termination_fn, num_particles=cfg.particles)
+      functools.partial(ens.predict, mode="tsinf"), noise_size=ens.noise_size,
+      reward_fn=parts.reward_fn, termination_fn=parts.termination_fn,
+      num_particles=cfg.particles)
   mpc = make_mpc(parts.optimizer, evaluate)
   init = lambda k: (mpc.init(k), _fitted_like(ens.init(jax.random.fold_in(k, 1))))
   key = jax.random.key(0)
@@ -193,8 +207,9 @@ def breakdown_subjects(cfg: PlanConfig, config_name: str = "notebook") -> list[S
   ens = parts.ensemble
   params = _fitted_like(ens.init(jax.random.key(1)))
   evaluate = make_trajectory_evaluator(
-      functools.partial(ens.predict, mode="tsinf"), reward_fn=parts.reward_fn,
-      termination_fn=parts.termination_fn, num_particles=cfg.particles)
+      functools.partial(ens.predict, mode="tsinf"), noise_size=ens.noise_size,
+      reward_fn=parts.reward_fn, termination_fn=parts.termination_fn,
+      num_particles=cfg.particles)
   key = jax.random.key(2)
   obs = jnp.asarray(OBS)
   seqs = jax.random.uniform(key, (cfg.population, cfg.horizon, 1), minval=-1, maxval=1)
@@ -209,10 +224,9 @@ def breakdown_subjects(cfg: PlanConfig, config_name: str = "notebook") -> list[S
         body = lambda x, t: (ens.predict(p, k, x, a, mode="tsinf", sample=False).next_obs, None)
         return jax.lax.scan(body, x, jnp.arange(steps), unroll=cfg.horizon)[0]
       # As a plan draws it: the evaluator draws a horizon's noise [H, rows, D] in one call, and
-      # every CEM iteration reuses it (the same evaluation key), so once per plan.
-      noise = jax.random.normal(k, (cfg.horizon, rows, ens.spec.target_size))
-      body = lambda x, t: (ens.predict(p, k, x, a, mode="tsinf",
-                                       noise=noise[t % cfg.horizon]).next_obs, None)
+      # every CEM iteration has its own evaluation key, so [iterations * H, rows, D] per plan.
+      noise = jax.random.normal(k, (steps, rows, ens.spec.target_size))
+      body = lambda x, t: (ens.predict(p, k, x, a, mode="tsinf", noise=noise[t]).next_obs, None)
       return jax.lax.scan(body, x, jnp.arange(steps), unroll=cfg.horizon)[0]
     return compile_lib.jit(run)
 
@@ -259,9 +273,12 @@ def main(args: Args) -> list[dict]:
   members = 5
   batched = [(members, nb.population * nb.particles // members),
              (members, sm.population * sm.particles // members)]
+  # The references are compiled as the notebook plan they are compared with (the library's
+  # options for its rows per member).
+  ref_options = compile_lib.compiler_options(pets.planner_rows_per_member(_pets_config("cem", nb)))
   times, ceiling = benchlib.time_against_matmul(
       {s.name: (s.fn, s.args) for s in subjects}, rows=nb.population * nb.particles,
-      width=200, repeats=args.repeats, batched=batched)
+      width=200, repeats=args.repeats, batched=batched, compiler_options=ref_options)
 
   results = []
   print(f"{'name':<32} {'median':>11} {'per seed':>11} {'GFLOP/plan':>11} {'achieved':>15} "
@@ -277,7 +294,7 @@ def main(args: Args) -> list[dict]:
     print(f"{s.name:<32} {latency * 1e3:8.2f} ms {latency / s.plans * 1e3:8.2f} ms "
           f"{s.flops_per_plan / 1e9:11.3f} {gflops:8.1f} GFLOP/s {100 * gflops / ceiling:8.1f}%",
           flush=True)
-  print("matmul references (GFLOP/s): "
+  print(f"matmul references (GFLOP/s, compiled with {ref_options or 'XLA defaults'}): "
         + ", ".join(f"{k} {v:.0f}" for k, v in ceiling.rates.items())
         + f"; ceiling {ceiling:.0f}")
 

@@ -31,6 +31,7 @@ import tyro
 import benchlib
 
 from mbrl_jax import compile as compile_lib
+from mbrl_jax import planning
 from mbrl_jax import run as run_lib
 from mbrl_jax.algorithms import pets
 
@@ -50,7 +51,9 @@ class Args:
 CONFIG = pets.Config(
     env="cartpole_continuous", trials=3, trial_length=100,
     model=pets.ModelConfig(hidden_sizes=(200, 200, 200)),
-    planner=pets.PlannerConfig(population=100, num_particles=5, horizon=15))
+    planner=pets.PlannerConfig(
+        optimizer=planning.CEMConfig(population=100, return_mean_elites=True),
+        num_particles=5, horizon=15))
 
 
 class TimedCheckpointer(run_lib.Checkpointer):

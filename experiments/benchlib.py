@@ -34,7 +34,8 @@ def interleaved_medians(fns: dict[str, tuple[Callable[..., Any], tuple]], repeat
   return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def matmul_references(rows: int, width: int, batched: Sequence[tuple[int, int]] = ()
+def matmul_references(rows: int, width: int, batched: Sequence[tuple[int, int]] = (), *,
+                      compiler_options: dict[str, Any] | None = None
                       ) -> dict[str, tuple[Callable[..., Any], tuple, float]]:
   """float32 matrix multiplies that define the ceiling: name -> (fn, args, flops).
 
@@ -44,9 +45,14 @@ def matmul_references(rows: int, width: int, batched: Sequence[tuple[int, int]] 
   `batched` adds, for each (members, rows_per_member), the member-batched layer product
   [members, rows_per_member, width] x [members, width, width] that a vmapped ensemble layer
   runs (named "bmatmul_MxRxWxW"): reported, but not part of the ceiling.
+
+  `compiler_options`: XLA options the references are compiled with; pass those of what they
+  are compared with (e.g. `mbrl_jax.compile.compiler_options(...)`), so that the ceiling and
+  the subject share a compiler. None: `jax.jit`'s defaults.
   """
   k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
-  mm = jax.jit(jnp.matmul)
+  jit = lambda f: jax.jit(f, compiler_options=compiler_options or None)
+  mm = jit(jnp.matmul)
   big = jax.random.normal(k1, (2048, 2048))
   x = jax.random.normal(k2, (rows, width))
   w = jax.random.normal(k3, (width, width))
@@ -55,7 +61,7 @@ def matmul_references(rows: int, width: int, batched: Sequence[tuple[int, int]] 
       f"matmul_{rows}x{width}x{width}": (mm, (x, w), 2.0 * rows * width * width),
   }
   if batched:
-    bmm = jax.jit(lambda a, b: jnp.einsum("mnk,mkj->mnj", a, b))
+    bmm = jit(lambda a, b: jnp.einsum("mnk,mkj->mnj", a, b))
     for members, member_rows in batched:
       ka, kb = jax.random.split(jax.random.fold_in(k3, members * 100003 + member_rows))
       a = jax.random.normal(ka, (members, member_rows, width))
@@ -71,13 +77,15 @@ class Ceiling(float):
 
 
 def time_against_matmul(subjects: dict[str, tuple[Callable[..., Any], tuple]], *, rows: int,
-                        width: int, repeats: int, batched: Sequence[tuple[int, int]] = ()
+                        width: int, repeats: int, batched: Sequence[tuple[int, int]] = (),
+                        compiler_options: dict[str, Any] | None = None
                         ) -> tuple[dict[str, float], Ceiling]:
   """Median seconds of each subject and the matmul ceiling (GFLOP/s) from the same window.
 
-  `batched`: extra member-batched references (see `matmul_references`).
+  `batched`: extra member-batched references; `compiler_options`: the references' XLA options
+  (see `matmul_references`).
   """
-  refs = matmul_references(rows, width, batched)
+  refs = matmul_references(rows, width, batched, compiler_options=compiler_options)
   fns = dict(subjects)
   fns.update({name: (fn, args) for name, (fn, args, _) in refs.items()})
   medians = interleaved_medians(fns, repeats)

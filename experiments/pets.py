@@ -3,6 +3,7 @@
   python experiments/pets.py --preset quick --out runs/pets_quick
   python experiments/pets.py --preset mbrl-lib-notebook --seeds 5 --out runs/pets_notebook
   python experiments/pets.py --env cartpole_swingup --planner.horizon 25 --trials 15 --help
+  python experiments/pets.py planner.optimizer:icem-config --planner.optimizer.population 50
 
   python experiments/pets.py --resume runs/pets_notebook        # after a crash or a kill
 
@@ -30,7 +31,7 @@ def parse(argv: list[str]) -> run_cli.RunArgs[pets.Config]:
 def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   args = parse(sys.argv[1:] if argv is None else argv)
   config = args.config
-  run = run_cli.start(args, name="pets", validate=pets.validate)
+  run = run_cli.start(args, name="pets")
   total = config.random_trials + config.trials
 
   def line(trial: int, metrics: dict, wall: float) -> str:

@@ -25,6 +25,8 @@ def test_pets_rows_per_member_pick_the_options():
   from mbrl_jax.algorithms import pets
   notebook = pets.Config()                       # population 350 x 20 particles / 5 members
   assert pets.planner_rows_per_member(notebook) == 1400
-  small = pets.Config(planner=pets.PlannerConfig(population=100, num_particles=5))
+  from mbrl_jax import planning
+  small = pets.Config(planner=pets.PlannerConfig(
+      optimizer=planning.CEMConfig(population=100), num_particles=5))
   assert pets.planner_rows_per_member(small) == 100
   assert compile_lib.compiler_options(pets.planner_rows_per_member(small)) == {}

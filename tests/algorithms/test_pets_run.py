@@ -11,13 +11,16 @@ import numpy as np
 import pytest
 
 from mbrl_jax import run as run_lib
+from mbrl_jax import planning
 from mbrl_jax.algorithms import pets
 
 TINY = pets.Config(
     env="cartpole_continuous", trials=3, trial_length=30,
     model=pets.ModelConfig(hidden_sizes=(16, 16)),
     fit=dataclasses.replace(pets.Config().fit, max_epochs=2),
-    planner=pets.PlannerConfig(population=20, num_particles=5, horizon=5, iterations=2))
+    planner=pets.PlannerConfig(
+        optimizer=planning.CEMConfig(population=20, iterations=2, return_mean_elites=True),
+        num_particles=5, horizon=5))
 KEYS = jnp.stack([jax.random.key(3), jax.random.key(4)])
 
 

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from mbrl_jax import planning
 from mbrl_jax.run import cli as run_cli
 from mbrl_jax.run import read_jsonl
 from tests.conftest import plain
@@ -20,16 +21,20 @@ sys.path.insert(0, str(ROOT / "experiments"))
 import pets as pets_script  # noqa: E402
 
 TINY = ["--trials", "1", "--trial-length", "30", "--model.hidden-sizes", "16", "16",
-        "--fit.max-epochs", "2", "--planner.population", "20", "--planner.num-particles", "5",
-        "--planner.horizon", "5", "--planner.iterations", "2"]
+        "--fit.max-epochs", "2", "--planner.num-particles", "5", "--planner.horizon", "5"]
+# The optimizer is a subcommand; its options follow it, after every other option.
+TINY_CEM = ["planner.optimizer:cem-config", "--planner.optimizer.population", "20",
+            "--planner.optimizer.iterations", "2", "--planner.optimizer.return-mean-elites"]
 
 
 def test_script_writes_config_metrics_and_plot(tmp_path):
   out = tmp_path / "run"
-  history = pets_script.main(TINY + ["--seeds", "2", "--seed", "7", "--out", str(out)])
+  history = pets_script.main(TINY + ["--seeds", "2", "--seed", "7", "--out", str(out)]
+                             + TINY_CEM)
   config = json.loads((out / "config.json").read_text())
   assert config["seeds"] == 2 and config["config"]["trial_length"] == 30
-  assert config["config"]["planner"]["population"] == 20
+  assert config["config"]["planner"]["optimizer"]["population"] == 20
+  assert config["config"]["planner"]["optimizer"]["name"] == "cem"
   rows = read_jsonl(out / "metrics.jsonl")
   assert sorted((r["seed"], r["trial"]) for r in rows) == [(7, 0), (7, 1), (8, 0), (8, 1)]
   for r in rows:
@@ -42,26 +47,33 @@ def test_script_writes_config_metrics_and_plot(tmp_path):
 
 def test_presets_and_overrides():
   args = pets_script.parse(["--preset", "mbrl-lib-notebook", "--planner.horizon", "20"])
-  assert args.config.planner.population == 350 and args.config.planner.num_particles == 20
-  assert args.config.planner.horizon == 20
+  assert args.config.planner.optimizer.population == 350
+  assert args.config.planner.num_particles == 20 and args.config.planner.horizon == 20
   assert pets_script.parse([]).preset == "quick"
+  icem = pets_script.parse(["--planner.horizon", "10", "planner.optimizer:icem-config",
+                            "--planner.optimizer.population", "50",
+                            "--planner.optimizer.noise-beta", "3"]).config.planner
+  assert isinstance(icem.optimizer, planning.ICEMConfig) and icem.horizon == 10
+  assert (icem.optimizer.population, icem.optimizer.noise_beta) == (50, 3.0)
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--preset", "nope"], "unknown preset 'nope'"),
     (["--env", "mountain"], "env 'mountain' is unknown"),
-    (["--planner.horizon", "0"], "planner.horizon"),
-    (["--planner.propagation", "ts9"], "planner.propagation"),
+    (["--planner.horizon", "0"], "pets.PlannerConfig.horizon must be a positive int"),
+    (["--planner.propagation", "ts9"], "pets.PlannerConfig.propagation 'ts9' is unknown"),
     (["--fit.holdout-ratio", "1.5"], "holdout_ratio"),
-    (["--planner.elite-ratio", "1.5"], "planner.elite_ratio must be in (0, 1]"),
-    (["--planner.alpha", "-0.1"], "planner.alpha must be in [0, 1)"),
-    (["--planner.discount", "2"], "planner.discount must be in (0, 1]"),
-    (["--model.num-members", "-2"], "model.num_members"),
+    (["planner.optimizer:cem-config", "--planner.optimizer.elite-ratio", "1.5"],
+     "elite_ratio must be in (0, 1]"),
+    (["planner.optimizer:icem-config", "--planner.optimizer.alpha", "-0.1"],
+     "alpha must be in [0, 1)"),
+    (["--planner.discount", "2"], "pets.PlannerConfig: discount must be in (0, 1]"),
+    (["--model.num-members", "-2"], "pets.ModelConfig.num_members"),
     (["--seeds", "0"], "--seeds"),
 ])
 def test_bad_values_stop_with_a_message(tmp_path, capsys, argv, message):
   with pytest.raises(SystemExit) as exit_info:
-    pets_script.main(argv + ["--out", str(tmp_path / "x")])
+    pets_script.main(["--out", str(tmp_path / "x")] + argv)
   # Our own checks put the message in the exit; tyro prints its parse errors to stderr.
   said = plain(str(exit_info.value) + capsys.readouterr().err)
   assert message in said
@@ -71,7 +83,7 @@ def test_bad_values_stop_with_a_message(tmp_path, capsys, argv, message):
 def test_existing_run_is_not_overwritten(tmp_path):
   (tmp_path / "metrics.jsonl").write_text('{"seed": 0}\n')
   with pytest.raises(SystemExit, match="exists"):
-    pets_script.main(TINY + ["--out", str(tmp_path)])
+    pets_script.main(TINY + ["--out", str(tmp_path)] + TINY_CEM)
   assert (tmp_path / "metrics.jsonl").read_text() == '{"seed": 0}\n'
 
 
@@ -83,10 +95,15 @@ def test_help_shows_defaults_and_nothing_before_usage():
   # No "Failed to import warp" (mujoco-mjx's) or any other line ahead of the help.
   assert out.startswith("usage: ") and done.stderr == "", (out[:200], done.stderr)
   for flag in ("--env", "--seed", "--seeds", "--trials", "--out", "--preset",
-               "--planner.population", "--fit.batch-size", "--model.num-members"):
+               "--planner.horizon", "--fit.batch-size", "--model.num-members",
+               "planner.optimizer:cem-config", "planner.optimizer:icem-config",
+               "planner.optimizer:mppi-config"):
     assert flag in out
+  out = subprocess.run([sys.executable, str(ROOT / "experiments" / "pets.py"),
+                        "planner.optimizer:cem-config", "--help"],
+                       capture_output=True, text=True, check=True, env=env).stdout
   flat = " ".join(out.replace("│", " ").split())
-  after = flat[flat.index("--planner.population"):][:150]
+  after = flat[flat.index("--planner.optimizer.population"):][:150]
   assert "(default: 100)" in after, after       # the quick preset's value
 
 
@@ -100,11 +117,11 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path):
   argv[argv.index("--trials") + 1] = "4"
   argv[argv.index("--trial-length") + 1] = "60"
   full = tmp_path / "full"
-  pets_script.main(argv + ["--seeds", "2", "--out", str(full)])
+  pets_script.main(argv + ["--seeds", "2", "--out", str(full)] + TINY_CEM)
 
   killed = tmp_path / "killed"
   proc = subprocess.Popen([sys.executable, str(ROOT / "experiments" / "pets.py"), *argv,
-                           "--seeds", "2", "--out", str(killed)],
+                           "--seeds", "2", "--out", str(killed), *TINY_CEM],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
   metrics = killed / "metrics.jsonl"
   try:

@@ -1,5 +1,6 @@
 """Action-sequence optimizers: optima of known objectives, bounds, vmap, determinism, colored
-noise, configuration errors, the shift utility and the registry.
+noise, the carried PlanState (iCEM's elites across calls), objective keys per iteration,
+configuration errors, the shift utility and the registry.
 
 Tolerances (see each config below):
   * Quadratic -sum((a - target)^2) over [H, A] = [5, 2] (10 dimensions): CEM, iCEM, MPPI within
@@ -27,14 +28,18 @@ import pytest
 
 from mbrl_jax import planning
 from mbrl_jax.planning import (
+    CEMConfig,
+    GradientConfig,
+    ICEMConfig,
+    MPPIConfig,
     Optimizer,
     OptimizerInfo,
+    PlanState,
+    RandomShootingConfig,
     colored_noise,
     icem_population_sizes,
     make_cem,
-    make_gradient,
     make_icem,
-    make_mppi,
     make_optimizer,
     make_random_shooting,
     shift,
@@ -61,8 +66,8 @@ NAMES = list(QUAD_CONFIGS)
 
 
 def quadratic(target: jax.Array):
-  """Objective [P, H, A] -> [P] with its maximum 0 at `target` [H, A]."""
-  return lambda seqs: -jnp.sum(jnp.square(seqs - target), axis=(1, 2))
+  """Objective (key, [P, H, A]) -> [P] with its maximum 0 at `target` [H, A]."""
+  return lambda key, seqs: -jnp.sum(jnp.square(seqs - target), axis=(1, 2))
 
 
 def smooth_targets(seed: int, n: int) -> np.ndarray:
@@ -83,10 +88,12 @@ def quad_fns(name: str):
   """(optimizer, jitted single call (key, target), jitted vmapped call), built once per test
   module run and shared by the tests below."""
   factory, kwargs, _, _ = QUAD_CONFIGS[name]
-  opt = make_optimizer(factory, horizon=H, action_size=A, lower=LOWER, upper=UPPER, **kwargs)
+  opt = make_optimizer(planning.OPTIMIZERS[factory](**kwargs), horizon=H, action_size=A,
+                       lower=LOWER, upper=UPPER)
 
   def single(key, target):
-    return opt.optimize(key, quadratic(target), opt.init())
+    plan, _, info = opt.optimize(key, quadratic(target), opt.init())
+    return plan, info
 
   return opt, jax.jit(single), jax.jit(jax.vmap(single))
 
@@ -109,8 +116,8 @@ def test_quadratic_optimum_inside_box(name):
   assert info.best_return.shape == () and info.final_std.shape == (H, A)
   assert info.iteration_returns.ndim == 1 and info.elites.shape[1:] == (H, A)
   assert in_box(info.elites)
-  plan_return = float(quadratic(target)(plan[None])[0])
-  mean_return = float(quadratic(target)(opt.init()[None])[0])
+  plan_return = float(quadratic(target)(None, plan[None])[0])
+  mean_return = float(quadratic(target)(None, opt.init().mean[None])[0])
   assert plan_return >= mean_return  # random shooting keeps the mean when nothing beats it
   assert float(info.best_return) >= plan_return - 1e-3 or name == "mppi"
   assert np.all(np.isfinite(info.iteration_returns))
@@ -170,7 +177,7 @@ def test_same_key_same_plan_other_key_other_samples(name):
   np.testing.assert_array_equal(plan1, plan2)
   jax.tree.map(np.testing.assert_array_equal, info1, info2)
   _, info3 = single(jax.random.key(4), target)
-  assert not np.array_equal(info1.elites, info3.elites)
+  assert not np.array_equal(info1.final_std, info3.final_std)
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,7 +194,7 @@ ROSENBROCK_CONFIGS = {
 }
 
 
-def neg_rosenbrock(seqs: jax.Array) -> jax.Array:
+def neg_rosenbrock(key, seqs: jax.Array) -> jax.Array:
   """-Rosenbrock of the flattened sequences [P, H, A] -> [P]; maximum 0 at all ones."""
   z = seqs.reshape(seqs.shape[0], -1)
   return -jnp.sum(100.0 * jnp.square(z[:, 1:] - z[:, :-1] ** 2) + jnp.square(1.0 - z[:, :-1]),
@@ -197,10 +204,11 @@ def neg_rosenbrock(seqs: jax.Array) -> jax.Array:
 @pytest.mark.parametrize("name", list(ROSENBROCK_CONFIGS))
 def test_rosenbrock(name):
   (horizon, action_size), kwargs, value_tol, action_tol = ROSENBROCK_CONFIGS[name]
-  opt = make_optimizer(name, horizon=horizon, action_size=action_size, lower=-2.0, upper=2.0,
-                       **kwargs)
-  plan, info = jax.jit(lambda k: opt.optimize(k, neg_rosenbrock, opt.init()))(jax.random.key(5))
-  value = -float(neg_rosenbrock(plan[None])[0])
+  opt = make_optimizer(planning.OPTIMIZERS[name](**kwargs), horizon=horizon,
+                       action_size=action_size, lower=-2.0, upper=2.0)
+  plan, _, info = jax.jit(lambda k: opt.optimize(k, neg_rosenbrock, opt.init()))(
+      jax.random.key(5))
+  value = -float(neg_rosenbrock(None, plan[None])[0])
   assert value <= value_tol, (value, plan)
   np.testing.assert_allclose(plan, 1.0, atol=action_tol)
   assert in_box(plan, -2.0, 2.0)
@@ -256,38 +264,43 @@ def test_icem_population_schedule_and_warm_start():
 
   target = smooth_targets(2, 1)[0]
 
-  def objective(seqs):
+  def objective(key, seqs):
     seen.append(seqs.shape[0])
-    return quadratic(target)(seqs)
+    return quadratic(target)(key, seqs)
 
   opt = make_icem(H, A, LOWER, UPPER, population=100, iterations=5, num_elites=10,
                   population_decay=2.0, keep_elite_frac=0.5)
-  # Warm start: shifted elites that contain the optimum are carried in and never lost.
-  prev = jnp.stack([target, jnp.zeros((H, A))])
-  plan, info = jax.jit(lambda k, p: opt.optimize(k, objective, opt.init(), prev_elites=p))(
-      jax.random.key(0), prev)
-  # Iteration 0: 100 samples + 2 previous elites; 1, 2: + 5 kept elites; the two iterations of
+  # Warm start: carried elites that contain the optimum are evaluated and never lost.
+  state = opt.init()
+  assert state.elites.shape == (5, H, A)                  # int(0.5 * 10) carried elites
+  state = state._replace(elites=state.elites.at[0].set(target))
+  plan, new_state, info = jax.jit(lambda k, s: opt.optimize(k, objective, s))(
+      jax.random.key(0), state)
+  # Iteration 0: 100 samples + 5 carried elites; 1, 2: + 5 kept elites; the two iterations of
   # size 20 (3 and 4) are the last, which also adds the mean: traced separately.
-  assert seen == [102, 55, 30, 25, 26], seen
+  assert seen == [105, 55, 30, 25, 26], seen
   assert info.iteration_returns.shape == (5,)
   assert info.elites.shape == (10, H, A)
   np.testing.assert_allclose(plan, target, atol=1e-6)
   assert float(info.best_return) == pytest.approx(0.0, abs=1e-10)
-  with pytest.raises(ValueError, match="prev_elites"):
-    opt.optimize(jax.random.key(0), objective, opt.init(), prev_elites=jnp.zeros((H, A)))
+  # The new state carries the last iteration's best elites (fixed shape).
+  np.testing.assert_array_equal(new_state.elites, info.elites[:5])
+  with pytest.raises(ValueError, match="state.elites"):
+    opt.optimize(jax.random.key(0), objective, state._replace(elites=jnp.zeros((2, H, A))))
 
 
 def test_icem_middle_iterations_share_a_scan():
   seen = []
 
-  def objective(seqs):
+  def objective(key, seqs):
     seen.append(seqs.shape[0])
-    return quadratic(jnp.zeros((H, A)))(seqs)
+    return quadratic(jnp.zeros((H, A)))(key, seqs)
 
   opt = make_icem(H, A, LOWER, UPPER, population=40, iterations=8, num_elites=4,
                   population_decay=1.0, keep_elite_frac=0.5)
-  _, info = jax.eval_shape(lambda k: opt.optimize(k, objective, opt.init()), jax.random.key(0))
-  assert seen == [40, 42, 43]  # first, one scan over iterations 1-6, last
+  _, _, info = jax.eval_shape(lambda k: opt.optimize(k, objective, opt.init()),
+                              jax.random.key(0))
+  assert seen == [42, 42, 43]  # first, one scan over iterations 1-6, last (+ 2 carried)
   assert info.iteration_returns.shape == (8,)
 
 
@@ -329,47 +342,71 @@ BAD_CONFIGS = [
 ]
 
 
+GEOMETRY = ("horizon", "action_size", "lower", "upper")
+
+
 @pytest.mark.parametrize("name,bad,param", BAD_CONFIGS)
 def test_invalid_config_raises_before_compiling(name, bad, param):
-  kwargs = dict(horizon=H, action_size=A, lower=-1.0, upper=1.0)
-  kwargs.update(bad)
+  geometry = dict(horizon=H, action_size=A, lower=-1.0, upper=1.0)
+  geometry.update({k: v for k, v in bad.items() if k in GEOMETRY})
+  fields = {k: v for k, v in bad.items() if k not in GEOMETRY}
+  factory = planning.make_gradient if name == "gradient" else None
   with count_compilations() as compiles, pytest.raises(ValueError, match=param):
-    make_optimizer(name, **kwargs)
+    if factory is not None and "optimizer" in fields:
+      factory(**geometry, **fields)
+    else:
+      make_optimizer(planning.OPTIMIZERS[name](**fields), **geometry)
   assert compiles.count == 0
+
+
+def test_config_errors_are_one_line_and_name_the_field():
+  with pytest.raises(ValueError, match=r"^elite_ratio must be in \(0, 1\]; got 1.5$"):
+    CEMConfig(elite_ratio=1.5)
+  with pytest.raises(ValueError, match="name must be 'icem'"):
+    ICEMConfig(name="cem")
+  with pytest.raises(ValueError, match="config must be one of"):
+    make_optimizer(dict(name="cem"), horizon=H, action_size=A)
 
 
 def test_registry():
   assert set(planning.OPTIMIZERS) == {"random", "cem", "icem", "mppi", "gradient"}
-  for name in planning.OPTIMIZERS:
-    opt = make_optimizer(name, horizon=H, action_size=A, lower=LOWER, upper=UPPER)
-    assert isinstance(opt, Optimizer)
-    np.testing.assert_array_equal(opt.init(), np.zeros((H, A)))
-  opt = make_optimizer("cem", horizon=3, action_size=1, lower=0.0, upper=[[1.0], [2.0], [3.0]])
-  np.testing.assert_array_equal(opt.init()[:, 0], [0.5, 1.0, 1.5])    # [H, A] bounds
-  with pytest.raises(ValueError, match=r"unknown optimizer 'sac'.*'cem'.*'gradient'"):
-    make_optimizer("sac", horizon=H, action_size=A)
-  factories = (make_random_shooting, make_cem, make_icem, make_mppi, make_gradient)
+  classes = (RandomShootingConfig, CEMConfig, ICEMConfig, MPPIConfig, GradientConfig)
   assert tuple(planning.OPTIMIZERS[n] for n in ("random", "cem", "icem", "mppi", "gradient")) \
-      == factories
+      == classes
+  for name, cls in planning.OPTIMIZERS.items():
+    assert cls().name == name
+    opt = make_optimizer(cls(), horizon=H, action_size=A, lower=LOWER, upper=UPPER)
+    assert isinstance(opt, Optimizer)
+    state = opt.init()
+    assert isinstance(state, PlanState)
+    np.testing.assert_array_equal(state.mean, np.zeros((H, A)))
+    carried = ICEMConfig().num_carried if name == "icem" else 0
+    assert state.elites.shape == (carried, H, A)
+  opt = make_cem(horizon=3, action_size=1, lower=0.0, upper=[[1.0], [2.0], [3.0]])
+  np.testing.assert_array_equal(opt.init().mean[:, 0], [0.5, 1.0, 1.5])    # [H, A] bounds
+  assert ICEMConfig().num_carried == 12                   # int(0.3 * ceil(0.1 * 400))
 
 
 def test_bad_objective_or_mean_shape():
   opt = make_cem(H, A, LOWER, UPPER, population=8, iterations=1)
   with pytest.raises(ValueError, match="objective"):
-    opt.optimize(jax.random.key(0), lambda s: s.sum(-1), opt.init())   # [P, H] not [P]
-  with pytest.raises(ValueError, match="init_mean"):
-    opt.optimize(jax.random.key(0), quadratic(jnp.zeros((H, A))), jnp.zeros((H + 1, A)))
+    opt.optimize(jax.random.key(0), lambda k, s: s.sum(-1), opt.init())   # [P, H] not [P]
+  with pytest.raises(ValueError, match="state.mean"):
+    opt.optimize(jax.random.key(0), quadratic(jnp.zeros((H, A))),
+                 opt.init()._replace(mean=jnp.zeros((H + 1, A))))
+  with pytest.raises(ValueError, match="PlanState"):
+    opt.optimize(jax.random.key(0), quadratic(jnp.zeros((H, A))), jnp.zeros((H, A)))
 
 
 def test_nan_returns_are_ignored():
   opt = make_random_shooting(H, A, LOWER, UPPER, population=256)
   target = jnp.full((H, A), 0.2)
 
-  def objective(seqs):  # NaN wherever the first action is positive
-    r = quadratic(target)(seqs)
+  def objective(key, seqs):  # NaN wherever the first action is positive
+    r = quadratic(target)(key, seqs)
     return jnp.where(seqs[:, 0, 0] > 0, jnp.nan, r)
 
-  plan, info = jax.jit(lambda k: opt.optimize(k, objective, opt.init()))(jax.random.key(0))
+  plan, _, info = jax.jit(lambda k: opt.optimize(k, objective, opt.init()))(jax.random.key(0))
   assert plan[0, 0] <= 0 and np.isfinite(info.best_return)
 
 
@@ -392,7 +429,93 @@ def test_shift():
   np.testing.assert_array_equal(shift(elites, 0.0)[1, 0], [13.0, 14.0])
   # Jittable, and the fill of the midpoint from the optimizer's init.
   opt = make_cem(3, 2, LOWER, UPPER)
-  shifted = jax.jit(shift)(plan, opt.init()[-1])
+  shifted = jax.jit(shift)(plan, opt.init().mean[-1])
   np.testing.assert_array_equal(shifted[-1], [0.0, 0.0])
   with pytest.raises(ValueError, match="steps"):
     shift(plan, 0.0, steps=4)
+
+
+# --------------------------------------------------------------------------------------------
+# The carried PlanState and the objective's keys.
+
+
+def test_state_shift_pads_with_the_neutral_action():
+  upper = np.array([[1.0], [2.0], [3.0]], np.float32)                 # [H, A] bounds, mid 0.5..1.5
+  opt = make_icem(3, 1, 0.0, upper, population=20, num_elites=4, keep_elite_frac=0.5)
+  state = PlanState(mean=jnp.array([[0.1], [0.2], [0.3]]),
+                    elites=jnp.array([[[1.0], [2.0], [3.0]], [[4.0], [5.0], [6.0]]]))
+  one = opt.shift(state, 1)
+  np.testing.assert_allclose(one.mean[:, 0], [0.2, 0.3, 1.5], rtol=1e-6)
+  np.testing.assert_array_equal(one.elites[:, :, 0], [[2.0, 3.0, 1.5], [5.0, 6.0, 1.5]])
+  two = jax.jit(opt.shift, static_argnums=1)(state, 2)
+  np.testing.assert_allclose(two.mean[:, 0], [0.3, 1.0, 1.5], rtol=1e-6)
+  jax.tree.map(np.testing.assert_array_equal, opt.shift(state, 0), state)
+  with pytest.raises(ValueError, match="steps"):
+    opt.shift(state, 4)
+
+
+def test_icem_elites_of_one_call_are_candidates_of_the_next():
+  """iCEM's PlanState carries the last iteration's best elites; shifted, they are evaluated in
+  the next call's first iteration (recorded eagerly: iteration 0 is outside any scan)."""
+  opt = make_icem(H, A, LOWER, UPPER, population=30, iterations=3, num_elites=6,
+                  keep_elite_frac=0.5)
+  target = smooth_targets(3, 1)[0]
+  evaluated = []
+
+  def objective(key, seqs):
+    evaluated.append(np.asarray(seqs))
+    return quadratic(target)(key, seqs)
+
+  _, state, info = opt.optimize(jax.random.key(0), objective, opt.init())
+  assert state.elites.shape == (3, H, A)
+  np.testing.assert_array_equal(state.elites, info.elites[:3])
+  warm = opt.shift(state, 1)
+  evaluated.clear()
+  opt.optimize(jax.random.key(1), objective, warm)
+  first = evaluated[0]                                             # [30 + 3, H, A]
+  assert first.shape == (33, H, A)
+  np.testing.assert_allclose(first[-3:], np.clip(warm.elites, LOWER, UPPER))
+  np.testing.assert_allclose(first[-3:, :-1], info.elites[:3, 1:])  # shifted by one step
+  np.testing.assert_array_equal(first[-3:, -1], np.zeros((3, A)))   # neutral padding
+
+
+@pytest.mark.parametrize("name", ["random", "cem", "mppi", "gradient"])
+def test_other_optimizers_carry_only_the_plan(name):
+  opt = make_optimizer(planning.OPTIMIZERS[name](), horizon=H, action_size=A, lower=LOWER,
+                       upper=UPPER)
+  plan, state, _ = jax.jit(lambda k: opt.optimize(k, quadratic(jnp.zeros((H, A))),
+                                                  opt.init()))(jax.random.key(0))
+  np.testing.assert_array_equal(state.mean, plan)
+  assert state.elites.shape == (0, H, A)
+
+
+def _iteration_keys(opt) -> list[tuple[int, ...]]:
+  """The key data the objective sees in each call of one jitted `optimize`."""
+  seen = []
+
+  def objective(key, seqs):
+    jax.debug.callback(lambda k: seen.append(tuple(np.asarray(k).ravel())),
+                       jax.random.key_data(key))
+    return quadratic(jnp.zeros((H, A)))(key, seqs)
+
+  jax.block_until_ready(jax.jit(lambda k: opt.optimize(k, objective, opt.init()))(
+      jax.random.key(0)))
+  return seen
+
+
+@pytest.mark.parametrize("name,fields,calls", [
+    ("cem", dict(population=20, iterations=4), 4),
+    ("icem", dict(population=20, iterations=4, num_elites=2), 4),
+    ("mppi", dict(population=20, iterations=4), 4),
+    ("gradient", dict(num_starts=2, num_steps=3, common_random_numbers=False), 4),
+])
+def test_fresh_objective_key_per_iteration_or_common_random_numbers(name, fields, calls):
+  cls = planning.OPTIMIZERS[name]
+  fresh = make_optimizer(cls(**fields), horizon=H, action_size=A, lower=LOWER, upper=UPPER)
+  keys = _iteration_keys(fresh)
+  assert len(keys) == calls and len(set(keys)) == calls        # a new noise sample each time
+  common = dict(fields, common_random_numbers=True)
+  shared = make_optimizer(cls(**common), horizon=H, action_size=A, lower=LOWER, upper=UPPER)
+  keys = _iteration_keys(shared)
+  assert len(keys) == calls and len(set(keys)) == 1            # one noise table for the call
+  assert cls().common_random_numbers == (name == "gradient")   # the defaults

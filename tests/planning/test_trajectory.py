@@ -1,4 +1,5 @@
-"""Trajectory evaluation against hand-computed returns, and MPC on the true cart-pole."""
+"""Trajectory evaluation against hand-computed returns, the particles' member assignment, MPC
+on the true cart-pole, and MPC carrying iCEM's elites from step to step."""
 
 import functools
 from typing import NamedTuple
@@ -12,7 +13,8 @@ from mbrl_jax import envs
 from mbrl_jax import planning
 from mbrl_jax.planning.mpc import make_mpc
 from mbrl_jax.models import make_ensemble
-from mbrl_jax.planning.trajectory import NAN_RETURN, make_trajectory_evaluator, model_noise_size
+from mbrl_jax.planning import TrajectoryStats
+from mbrl_jax.planning.trajectory import NAN_RETURN, make_trajectory_evaluator
 
 
 class Step(NamedTuple):
@@ -86,15 +88,13 @@ def test_noise_drawn_before_the_rollout_is_what_the_model_would_draw():
   ens = make_ensemble(2, 1, num_members=1, hidden_sizes=(8,), init_min_logvar=-3.0)
   params = ens.init(jax.random.key(0))
   model = functools.partial(ens.predict, mode="tsinf")
-  assert model_noise_size(ens.predict) == 2 and model_noise_size(model) == 2
-  assert model_noise_size(functools.partial(model, sample=False)) == 0
-  assert model_noise_size(functools.partial(ens.predict, mode="all")) is None
-  assert model_noise_size(_integrator) is None
-  assert model_noise_size(make_ensemble(2, 1, num_members=2, hidden_sizes=(8,),
-                                        probabilistic=False).predict) == 0
+  assert ens.noise_size == 2                                  # the ensemble says what it draws
+  assert make_ensemble(2, 1, num_members=2, hidden_sizes=(8,),
+                       probabilistic=False).noise_size == 0
   reward = lambda o, a, n: n[0]
-  up_front = make_trajectory_evaluator(model, reward_fn=reward, num_particles=4)
-  own = make_trajectory_evaluator(model, reward_fn=reward, num_particles=4, noise_size=None)
+  up_front = make_trajectory_evaluator(model, reward_fn=reward, num_particles=4,
+                                       noise_size=ens.noise_size)
+  own = make_trajectory_evaluator(model, reward_fn=reward, num_particles=4)   # noise_size=0
   mean_only = make_trajectory_evaluator(functools.partial(model, sample=False),
                                         reward_fn=reward, num_particles=4)
   actions = jax.random.uniform(jax.random.key(1), (3, 5, 1), minval=-1, maxval=1)
@@ -106,10 +106,67 @@ def test_noise_drawn_before_the_rollout_is_what_the_model_would_draw():
   np.testing.assert_allclose(c.std, 0.0, atol=1e-6)
   with pytest.raises(ValueError, match="noise_size"):
     make_trajectory_evaluator(model, noise_size=-1)
-  looped = make_trajectory_evaluator(model, reward_fn=reward, num_particles=4, unroll=1)
+  with pytest.raises(ValueError, match="noise_size"):
+    make_trajectory_evaluator(model, noise_size=True)
+  looped = make_trajectory_evaluator(model, reward_fn=reward, num_particles=4, unroll=1,
+                                     noise_size=ens.noise_size)
   np.testing.assert_allclose(looped(*args).mean, a.mean, rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="unroll"):
     make_trajectory_evaluator(model, unroll=0)
+
+
+# --- Which member a particle uses --------------------------------------------------------
+
+_E = 3
+
+
+def _row_member_model(params, key, obs, action):
+  """A stand-in for an ensemble's tsinf rule: row r steps with member r % 3, and the step
+  reveals it (x' = x + 10^member)."""
+  del params, key, action
+  member = jnp.arange(obs.shape[0]) % _E
+  return Step(obs + (10.0 ** member)[:, None], None)
+
+
+def _member_returns(assignment, key, sequences=12, particles=1, horizon=4):
+  ev = make_trajectory_evaluator(_row_member_model, reward_fn=lambda o, a, n: n[0] - o[0],
+                                 num_particles=particles, member_assignment=assignment)
+  actions = jnp.zeros((sequences, horizon, 1))
+  return np.asarray(jax.jit(ev)(None, key, jnp.zeros(1), actions).mean)
+
+
+def test_fixed_member_assignment_is_row_mod_members():
+  returns = _member_returns("fixed", jax.random.key(0))
+  # Particle p (K = 1) on row p: member p % 3 at every one of the 4 steps.
+  np.testing.assert_allclose(returns, 4 * 10.0 ** (np.arange(12) % _E))
+  np.testing.assert_allclose(_member_returns("fixed", jax.random.key(1)), returns)
+
+
+def test_random_member_assignment_is_a_permutation_fixed_over_the_horizon():
+  a = _member_returns("random", jax.random.key(0))
+  b = _member_returns("random", jax.random.key(1))
+  for returns in (a, b):
+    # A sum of 4 steps of 1, 10 or 100 is 4 * 10^m only if all 4 steps used member m.
+    members = np.log10(returns / 4)
+    np.testing.assert_allclose(members, np.round(members), atol=1e-6)
+    counts = np.bincount(np.round(members).astype(int), minlength=_E)
+    np.testing.assert_array_equal(counts, [4, 4, 4])        # a permutation of the rows
+  fixed = 4 * 10.0 ** (np.arange(12) % _E)
+  assert not np.array_equal(a, fixed) and not np.array_equal(a, b)   # drawn per evaluation
+  with pytest.raises(ValueError, match="member_assignment"):
+    make_trajectory_evaluator(_row_member_model, member_assignment="round_robin")
+
+
+def test_random_assignment_keeps_a_sequences_particles_together():
+  """Particle returns go back to their own sequence: with K = 3 particles and an action-
+  dependent reward, a sequence's mean does not depend on the layout."""
+  model = lambda p, k, o, a: Step(o + a, None)
+  ev = lambda assignment: make_trajectory_evaluator(
+      model, reward_fn=lambda o, a, n: n[0], num_particles=3, member_assignment=assignment)
+  actions = jnp.arange(5.0).reshape(5, 1, 1) * jnp.ones((5, 3, 1))
+  args = (None, jax.random.key(0), jnp.zeros(1), actions)
+  np.testing.assert_allclose(ev("random")(*args).mean, ev("fixed")(*args).mean)
+  np.testing.assert_allclose(ev("random")(*args).std, 0.0, atol=1e-6)
 
 
 # --- MPC with the true cart-pole dynamics as the model ---------------------------------------
@@ -146,7 +203,8 @@ def test_mpc_with_true_dynamics_balances_cartpole(name):
   horizon = 10
   evaluate = make_trajectory_evaluator(_true_model, reward_fn=_smooth_reward,
                                        termination_fn=_TASK.termination_fn, num_particles=1)
-  optimizer = planning.make_optimizer(name, horizon=horizon, action_size=1, **_OPTIMIZERS[name])
+  optimizer = planning.make_optimizer(planning.OPTIMIZERS[name](**_OPTIMIZERS[name]),
+                                      horizon=horizon, action_size=1)
   mpc = make_mpc(optimizer, evaluate)
 
   def episode(key):
@@ -166,8 +224,9 @@ def test_mpc_with_true_dynamics_balances_cartpole(name):
 
 def test_mpc_replans_every_k_steps():
   calls = []
-  def evaluate(params, key, obs, actions):
-    return -jnp.sum((actions - obs[0]) ** 2, axis=(1, 2))   # optimum: every action = obs
+  def evaluate(params, key, obs, actions, value_params=None):
+    r = -jnp.sum((actions - obs[0]) ** 2, axis=(1, 2))   # optimum: every action = obs
+    return TrajectoryStats(returns=r, mean=r, std=jnp.zeros_like(r))
   optimizer = planning.make_cem(horizon=4, action_size=1, population=50, iterations=3)
   mpc = make_mpc(optimizer, evaluate, replan_every=2)
   state = mpc.init(jax.random.key(0))
@@ -182,3 +241,38 @@ def test_mpc_replans_every_k_steps():
   np.testing.assert_allclose(actions, [0.5, 0.5, 0.2, 0.2], atol=0.1)
   with pytest.raises(ValueError, match="replan_every"):
     make_mpc(optimizer, evaluate, replan_every=5)
+
+
+def test_mpc_carries_icem_elites_to_the_next_step():
+  """The elites iCEM keeps at step t are, shifted by the executed action, among the candidates
+  evaluated in step t + 1's first iteration; CEM carries only its plan."""
+  population, carried, horizon = 20, 2, 4
+  first_iteration = []
+
+  def evaluate(params, key, obs, actions, value_params=None):
+    if actions.shape[0] == population + carried:               # iteration 0 of iCEM
+      jax.debug.callback(lambda x: first_iteration.append(np.asarray(x)), actions)
+    r = -jnp.sum((actions - obs[0]) ** 2, axis=(1, 2))
+    return TrajectoryStats(returns=r, mean=r, std=jnp.zeros_like(r))
+
+  icem = planning.make_icem(horizon=horizon, action_size=1, population=population,
+                            iterations=3, num_elites=4, keep_elite_frac=0.5)
+  mpc = make_mpc(icem, evaluate)
+  act = jax.jit(mpc.act)
+  state = mpc.init(jax.random.key(0))
+  assert state.plan_state.elites.shape == (carried, horizon, 1)
+  _, state, _ = act(state, None, jnp.array([0.3]))
+  elites_t = np.asarray(state.plan_state.elites)               # [2, H, 1] after step t
+  _, state, _ = jax.block_until_ready(act(state, None, jnp.array([-0.4])))
+  assert len(first_iteration) == 2
+  candidates = first_iteration[1]                               # step t + 1, iteration 0
+  expected = np.concatenate([elites_t[:, 1:], np.zeros((carried, 1, 1))], axis=1)
+  np.testing.assert_allclose(candidates[-carried:], expected, atol=1e-6)
+  assert not np.allclose(elites_t, 0.0)                         # real elites, not the init
+
+  cem = make_mpc(planning.make_cem(horizon=horizon, action_size=1, population=20,
+                                   iterations=2), evaluate)
+  action, cem_state, _ = jax.jit(cem.act)(cem.init(jax.random.key(0)), None, jnp.array([0.3]))
+  assert cem_state.plan_state.elites.shape == (0, horizon, 1)
+  np.testing.assert_array_equal(cem_state.plan_state.mean, cem_state.plan)
+  np.testing.assert_array_equal(action, cem_state.plan[0])

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from brax.envs.base import Env
 
+from mbrl_jax import checks
 from mbrl_jax import data as buffer_lib
 from mbrl_jax import envs
 from mbrl_jax import models
@@ -41,7 +42,7 @@ from mbrl_jax.algorithms.base import Algorithm
 from mbrl_jax.envs import acting
 from mbrl_jax.planning import optimizers as opt_lib
 from mbrl_jax.planning.mpc import make_mpc
-from mbrl_jax.planning.trajectory import make_trajectory_evaluator
+from mbrl_jax.planning.trajectory import MEMBER_ASSIGNMENTS, make_trajectory_evaluator
 from mbrl_jax.types import PRNGKey, Transition
 
 
@@ -65,50 +66,63 @@ class ModelConfig:
   probabilistic: bool = True
   learn_logvar_bounds: bool = True
 
+  def __post_init__(self):
+    checks.positive_int(self, "num_members")
+    if self.num_elites is not None and not (
+        isinstance(self.num_elites, int) and 1 <= self.num_elites <= self.num_members):
+      checks.fail(self, "num_elites", f"must be None or in [1, num_members="
+                  f"{self.num_members}], got {self.num_elites!r}")
+    checks.widths(self, "hidden_sizes")
+    checks.one_of(self, "activation", sorted(models.ACTIVATIONS))
+
 
 @dataclasses.dataclass(frozen=True)
 class PlannerConfig:
   """The action-sequence optimizer, the trajectory evaluation and the MPC loop.
 
   Attributes:
-    optimizer: one of `mbrl_jax.planning.OPTIMIZERS` ("cem", "icem", "mppi", "random",
-      "gradient").
+    optimizer: the optimizer and its own settings, one of `mbrl_jax.planning`'s configs
+      (CEMConfig, ICEMConfig, MPPIConfig, RandomShootingConfig, GradientConfig). The default
+      is mbrl-lib's PETS CEM: population 350, 5 iterations, 10% elites, momentum 0.1,
+      returning the elite mean.
     horizon: planning horizon H.
-    population: sequences per optimizer iteration (cem, icem, mppi, random).
-    iterations: optimizer iterations (cem, icem, mppi).
-    elite_ratio: fraction of the population kept as elites (cem, icem).
-    alpha: momentum of the sampling distribution (cem, icem).
-    return_mean_elites: return the final elite mean (True) or the best sample (cem, icem).
-    temperature: MPPI temperature.
-    noise_std: MPPI sampling noise.
-    num_starts: starts of the gradient optimizer.
-    num_steps: Adam steps of the gradient optimizer.
-    learning_rate: Adam step size of the gradient optimizer.
     num_particles: particles per sequence.
     propagation: how particles use the ensemble: "ts1", "tsinf" or "expectation" (see
       `mbrl_jax.models.PROPAGATION_MODES`).
+    member_assignment: "random" (mbrl-lib): particles get random ensemble members, drawn once
+      per trajectory evaluation; "fixed": particle row r uses member r % E.
     discount: per-step discount of predicted rewards.
     risk_coef: objective = mean - risk_coef * std over particles.
     replan_every: re-optimise every k env steps.
   """
 
-  optimizer: str = "cem"
+  optimizer: opt_lib.OptimizerConfig = opt_lib.CEMConfig(
+      population=350, iterations=5, elite_ratio=0.1, alpha=0.1, return_mean_elites=True)
   horizon: int = 15
-  population: int = 350
-  iterations: int = 5
-  elite_ratio: float = 0.1
-  alpha: float = 0.1
-  return_mean_elites: bool = True
-  temperature: float = 1.0
-  noise_std: float = 0.3
-  num_starts: int = 8
-  num_steps: int = 50
-  learning_rate: float = 0.05
   num_particles: int = 20
   propagation: str = "tsinf"
+  member_assignment: str = "random"
   discount: float = 1.0
   risk_coef: float = 0.0
   replan_every: int = 1
+
+  def __post_init__(self):
+    if not isinstance(self.optimizer, tuple(opt_lib.OPTIMIZERS.values())):
+      checks.fail(self, "optimizer", f"must be one of "
+                  f"{[c.__name__ for c in opt_lib.OPTIMIZERS.values()]}, got {self.optimizer!r}")
+    checks.positive_int(self, "horizon", "num_particles")
+    checks.one_of(self, "propagation", ("ts1", "tsinf", "expectation"))
+    checks.one_of(self, "member_assignment", MEMBER_ASSIGNMENTS)
+    if not isinstance(self.replan_every, int) or not 1 <= self.replan_every <= self.horizon:
+      checks.fail(self, "replan_every", f"must be in [1, horizon={self.horizon}], got "
+                  f"{self.replan_every!r}")
+    # The factories check the rest (the optimizer against the horizon, discount, risk).
+    try:
+      opt_lib.make_optimizer(self.optimizer, horizon=self.horizon, action_size=1)
+      make_trajectory_evaluator(lambda *a: None, num_particles=self.num_particles,
+                                discount=self.discount, risk_coef=self.risk_coef)
+    except ValueError as e:
+      raise ValueError(f"{checks.name(self)}: {e}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +150,14 @@ class Config:
       patience=None)
   planner: PlannerConfig = PlannerConfig()
 
+  def __post_init__(self):
+    checks.one_of(self, "env", envs.registered_names())
+    if self.env not in envs.task_fn_names():
+      checks.fail(self, "env", f"{self.env!r} has no reward/termination functions; PETS needs "
+                  f"one of {', '.join(envs.task_fn_names())}")
+    checks.positive_int(self, "trials", "trial_length")
+    checks.int_at_least(self, "random_trials", 1, " (the first fit needs data)")
+
   @property
   def buffer_capacity(self) -> int:
     return (self.trials + self.random_trials) * self.trial_length
@@ -145,86 +167,28 @@ PRESETS: dict[str, Config] = {
     # A few minutes on a 2-core CPU: the PETS model, a smaller planner.
     "quick": Config(
         env="cartpole_continuous", trials=5, random_trials=1, trial_length=200,
-        planner=PlannerConfig(optimizer="cem", horizon=15, population=100, iterations=5,
-                              elite_ratio=0.1, alpha=0.1, num_particles=10)),
+        planner=PlannerConfig(
+            optimizer=opt_lib.CEMConfig(population=100, iterations=5, elite_ratio=0.1,
+                                        alpha=0.1, return_mean_elites=True),
+            horizon=15, num_particles=10)),
     # mbrl-lib's PETS example notebook (cartpole_continuous).
     "mbrl-lib-notebook": Config(
         env="cartpole_continuous", trials=5, random_trials=1, trial_length=200,
         model=ModelConfig(num_members=5, hidden_sizes=(200, 200, 200), activation="silu"),
         fit=models.FitConfig(learning_rate=1e-3, weight_decay=5e-5, batch_size=32,
                              max_epochs=50, holdout_ratio=0.05, patience=None),
-        planner=PlannerConfig(optimizer="cem", horizon=15, population=350, iterations=5,
-                              elite_ratio=0.1, alpha=0.1, return_mean_elites=True,
-                              num_particles=20, propagation="tsinf")),
+        planner=PlannerConfig(
+            optimizer=opt_lib.CEMConfig(population=350, iterations=5, elite_ratio=0.1,
+                                        alpha=0.1, return_mean_elites=True),
+            horizon=15, num_particles=20, propagation="tsinf")),
 }
 """Named starting points (`experiments/pets.py --preset NAME`)."""
 
 
-def validate(config: Config) -> None:
-  """Raises ValueError naming the first invalid field; runs before anything compiles."""
-  def bad(field, why):
-    raise ValueError(f"PETS config: {field} {why}")
-
-  if config.env not in envs.registered_names():
-    bad("env", f"{config.env!r} is unknown; valid names: {', '.join(envs.registered_names())}")
-  if config.env not in envs.task_fn_names():
-    bad("env", f"{config.env!r} has no reward/termination functions; PETS needs one of "
-        f"{', '.join(envs.task_fn_names())}")
-  for name in ("trials", "trial_length"):
-    if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
-      bad(name, f"must be a positive int, got {getattr(config, name)!r}")
-  if not isinstance(config.random_trials, int) or config.random_trials < 1:
-    bad("random_trials", f"must be >= 1 (the first fit needs data), got {config.random_trials!r}")
-  m, p = config.model, config.planner
-  if m.num_members < 1:
-    bad("model.num_members", f"must be >= 1, got {m.num_members}")
-  if m.num_elites is not None and not 1 <= m.num_elites <= m.num_members:
-    bad("model.num_elites", f"must be in [1, num_members={m.num_members}], got {m.num_elites}")
-  if not m.hidden_sizes or any(h < 1 for h in m.hidden_sizes):
-    bad("model.hidden_sizes", f"must be positive widths, got {m.hidden_sizes}")
-  if m.activation not in models.ACTIVATIONS:
-    bad("model.activation", f"{m.activation!r} is unknown; valid: {sorted(models.ACTIVATIONS)}")
-  if p.optimizer not in opt_lib.OPTIMIZERS:
-    bad("planner.optimizer", f"{p.optimizer!r} is unknown; valid: {sorted(opt_lib.OPTIMIZERS)}")
-  if p.horizon < 1:
-    bad("planner.horizon", f"must be >= 1, got {p.horizon}")
-  if p.population < 1:
-    bad("planner.population", f"must be >= 1, got {p.population}")
-  if p.num_particles < 1:
-    bad("planner.num_particles", f"must be >= 1, got {p.num_particles}")
-  if p.propagation not in ("ts1", "tsinf", "expectation"):
-    bad("planner.propagation", f"{p.propagation!r} is not a planning propagation mode; valid: "
-        "'ts1', 'tsinf', 'expectation'")
-  if not 1 <= p.replan_every <= p.horizon:
-    bad("planner.replan_every", f"must be in [1, horizon={p.horizon}], got {p.replan_every}")
-  # The optimizer and evaluator factories check the rest of their arguments (elites versus
-  # population, momentum range, temperature, discount, ...) and name them.
-  _make_optimizer(config, action_size=1)
-  try:
-    make_trajectory_evaluator(lambda *a: None, num_particles=p.num_particles,
-                              discount=p.discount, risk_coef=p.risk_coef)
-  except ValueError as e:
-    raise ValueError(f"PETS config: planner.{e}") from None
-
-
 def _make_optimizer(config: Config, action_size: int) -> opt_lib.Optimizer:
   p = config.planner
-  common = dict(horizon=p.horizon, action_size=action_size, lower=-1.0, upper=1.0)
-  try:
-    if p.optimizer in ("cem", "icem"):
-      return opt_lib.make_optimizer(p.optimizer, population=p.population,
-                                    iterations=p.iterations, elite_ratio=p.elite_ratio,
-                                    alpha=p.alpha, return_mean_elites=p.return_mean_elites,
-                                    **common)
-    if p.optimizer == "mppi":
-      return opt_lib.make_mppi(population=p.population, iterations=p.iterations,
-                               temperature=p.temperature, noise_std=p.noise_std, **common)
-    if p.optimizer == "random":
-      return opt_lib.make_random_shooting(population=p.population, **common)
-    return opt_lib.make_gradient(num_starts=p.num_starts, num_steps=p.num_steps,
-                                 learning_rate=p.learning_rate, **common)
-  except ValueError as e:
-    raise ValueError(f"PETS config: planner.{e}") from None
+  return opt_lib.make_optimizer(p.optimizer, horizon=p.horizon, action_size=action_size,
+                                lower=-1.0, upper=1.0)
 
 
 class State(NamedTuple):
@@ -257,7 +221,6 @@ class Parts(NamedTuple):
 
 
 def make_parts(config: Config) -> Parts:
-  validate(config)
   env = envs.make(config.env, episode_length=None)
   task = envs.get_task_fns(config.env)
   ens = models.make_ensemble(
@@ -308,9 +271,10 @@ def _make_mpc(config: Config, parts: Parts):
   known reward and termination."""
   p = config.planner
   evaluate = make_trajectory_evaluator(
-      functools.partial(parts.ensemble.predict, mode=p.propagation), reward_fn=parts.reward_fn,
-      termination_fn=parts.termination_fn, num_particles=p.num_particles, discount=p.discount,
-      risk_coef=p.risk_coef)
+      functools.partial(parts.ensemble.predict, mode=p.propagation),
+      noise_size=parts.ensemble.noise_size, member_assignment=p.member_assignment,
+      reward_fn=parts.reward_fn, termination_fn=parts.termination_fn,
+      num_particles=p.num_particles, discount=p.discount, risk_coef=p.risk_coef)
   return make_mpc(parts.optimizer, evaluate, replan_every=p.replan_every)
 
 
@@ -364,7 +328,8 @@ def make_policy(state: State, config: Config, parts: Parts | None = None) -> act
 def planner_rows_per_member(config: Config) -> int:
   """Rows each ensemble member's products see in one planning step (picks compile options)."""
   p, m = config.planner, config.model
-  sequences = p.num_starts if p.optimizer == "gradient" else p.population
+  sequences = (p.optimizer.num_starts if isinstance(p.optimizer, opt_lib.GradientConfig)
+               else p.optimizer.population)
   return sequences * p.num_particles // (m.num_elites or m.num_members)
 
 

@@ -147,6 +147,9 @@ class Ensemble(NamedTuple):
     loss: `loss(params, x, y, weight) -> (loss [E], mse [E])` on normalised per-member
       minibatches x [E, B, O + A], y [E, B, D] with row weights [E, B]; used by the trainer.
     targets: `targets(obs, action, reward, next_obs) -> [..., D]`, the regression targets.
+    noise_size: D, the standard-normal noise [N, D] `predict` draws per row (its `noise=`
+      argument's last axis); 0 for a deterministic ensemble. Pass it to
+      `planning.make_trajectory_evaluator(noise_size=...)`.
   """
 
   spec: EnsembleSpec
@@ -156,6 +159,7 @@ class Ensemble(NamedTuple):
   uncertainty: Callable[..., Uncertainty]
   loss: Callable[..., tuple[jax.Array, jax.Array]]
   targets: Callable[..., jax.Array]
+  noise_size: int
 
 
 def make_ensemble(
@@ -368,10 +372,6 @@ def make_ensemble(
       out = jax.tree.map(lambda a: a[member, jnp.arange(n)], out)
     return _step(obs, _sample(noise_key, out, sample, noise))
 
-  # The size of the noise `predict` draws per row (its `noise` argument's last axis; 0: none).
-  # `planning.make_trajectory_evaluator` reads it to draw a whole rollout's noise at once.
-  predict.noise_size = D if probabilistic else 0
-
   def uncertainty(params: EnsembleParams, obs: jax.Array, action: jax.Array) -> Uncertainty:
     x = _inputs(params, obs, action)
     k = num_elites
@@ -405,7 +405,8 @@ def make_ensemble(
     return delta
 
   return Ensemble(spec=spec, init=init, apply=apply, predict=predict,
-                  uncertainty=uncertainty, loss=loss, targets=targets)
+                  uncertainty=uncertainty, loss=loss, targets=targets,
+                  noise_size=D if probabilistic else 0)
 
 
 def check_mode(mode: str) -> None:

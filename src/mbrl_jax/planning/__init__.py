@@ -1,15 +1,30 @@
-"""Planning: action-sequence optimizers (random shooting, CEM, iCEM, MPPI, gradient),
-trajectory evaluation through a learned model, and the MPC controller."""
+"""Planning: action-sequence optimizers (random shooting, CEM, iCEM, MPPI, gradient) over a
+carried `PlanState`, trajectory evaluation through a learned model, and the MPC controller.
+The function types are Protocols in `mbrl_jax.planning.base`."""
 
+from mbrl_jax.planning.base import (
+    Evaluator,
+    InitFn,
+    ModelFn,
+    Objective,
+    OptimizeFn,
+    Optimizer,
+    OptimizerInfo,
+    PlanState,
+    ShiftFn,
+    TaskFn,
+    TrajectoryStats,
+)
 from mbrl_jax.planning.mpc import MPC, MPCState, make_mpc
-from mbrl_jax.planning.trajectory import TrajectoryStats, make_trajectory_evaluator
-
 from mbrl_jax.planning.optimizers import (
     OPTIMIZERS,
     SAMPLING_MODES,
-    Objective,
-    Optimizer,
-    OptimizerInfo,
+    CEMConfig,
+    GradientConfig,
+    ICEMConfig,
+    MPPIConfig,
+    OptimizerConfig,
+    RandomShootingConfig,
     colored_noise,
     icem_population_sizes,
     make_cem,
@@ -20,10 +35,14 @@ from mbrl_jax.planning.optimizers import (
     make_random_shooting,
     shift,
 )
+from mbrl_jax.planning.trajectory import MEMBER_ASSIGNMENTS, make_trajectory_evaluator
 
 __all__ = [
-    "MPC", "MPCState", "make_mpc", "TrajectoryStats", "make_trajectory_evaluator",
-    "OPTIMIZERS", "SAMPLING_MODES", "Objective", "Optimizer", "OptimizerInfo", "colored_noise",
-    "icem_population_sizes", "make_cem", "make_gradient", "make_icem", "make_mppi",
-    "make_optimizer", "make_random_shooting", "shift",
+    "Evaluator", "InitFn", "ModelFn", "Objective", "OptimizeFn", "Optimizer", "OptimizerInfo",
+    "PlanState", "ShiftFn", "TaskFn", "TrajectoryStats",
+    "MPC", "MPCState", "make_mpc", "MEMBER_ASSIGNMENTS", "make_trajectory_evaluator",
+    "OPTIMIZERS", "SAMPLING_MODES", "CEMConfig", "GradientConfig", "ICEMConfig", "MPPIConfig",
+    "OptimizerConfig", "RandomShootingConfig", "colored_noise", "icem_population_sizes",
+    "make_cem", "make_gradient", "make_icem", "make_mppi", "make_optimizer",
+    "make_random_shooting", "shift",
 ]

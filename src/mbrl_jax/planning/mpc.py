@@ -1,23 +1,26 @@
 """Model-predictive control: re-optimise an action sequence and execute its first action(s).
 
-The controller is a pair of pure functions over an `MPCState`; the model parameters are an
-argument of `act`, so the same controller serves a model that is refitted between trials.
+The controller is a pair of pure functions over an `MPCState`, which carries the optimizer's
+`PlanState` (the warm-start mean and, for iCEM, its elites) from one step to the next, shifted
+by the actions executed in between. The model parameters are an argument of `act`, so the same
+controller serves a model that is refitted between trials.
 
 Example:
-  >>> evaluate = make_trajectory_evaluator(partial(ens.predict, mode="tsinf"), reward_fn=...)
-  >>> mpc = make_mpc(make_cem(horizon=15, action_size=1), evaluate)
+  >>> evaluate = make_trajectory_evaluator(partial(ens.predict, mode="tsinf"),
+  ...                                      noise_size=ens.noise_size, reward_fn=...)
+  >>> mpc = make_mpc(make_optimizer(ICEMConfig(), horizon=15, action_size=1), evaluate)
   >>> state = mpc.init(key)
   >>> action, state, info = mpc.act(state, params, obs)
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from mbrl_jax.planning.optimizers import Optimizer, OptimizerInfo, shift
+from mbrl_jax.planning.base import Evaluator, Optimizer, OptimizerInfo, PlanState
 from mbrl_jax.types import Params, PRNGKey
 
 
@@ -25,12 +28,14 @@ class MPCState(NamedTuple):
   """State of an MPC controller.
 
   Attributes:
-    plan: the latest optimised action sequence (warm start of the next optimisation). # [H, A]
-    offset: actions of `plan` already executed.                                        # [] int32
+    plan: the latest optimised action sequence.                                  # [H, A]
+    plan_state: the optimizer's state after that optimisation (not yet shifted).
+    offset: actions of `plan` already executed.                                  # [] int32
     key: the controller's random key.
   """
 
   plan: jax.Array
+  plan_state: PlanState
   offset: jax.Array
   key: PRNGKey
 
@@ -46,47 +51,42 @@ class MPC(NamedTuple):
   """
 
   init: Callable[[PRNGKey], MPCState]
-  act: Callable[..., tuple[jax.Array, MPCState, OptimizerInfo]]
+  act: Callable[[MPCState, Params, jax.Array], tuple[jax.Array, MPCState, OptimizerInfo]]
   replan_every: int
-
-
-# evaluate(params, key, obs [O], actions [P, H, A]) -> returns [P] (or an object with .returns)
-Evaluator = Callable[[Params, PRNGKey, jax.Array, jax.Array], Any]
 
 
 def make_mpc(optimizer: Optimizer, evaluate: Evaluator, *, replan_every: int = 1) -> MPC:
   """Builds an MPC controller.
 
   Args:
-    optimizer: an action-sequence optimizer (`mbrl_jax.planning.make_cem`, ...).
+    optimizer: an action-sequence optimizer (`mbrl_jax.planning.make_optimizer`).
     evaluate: scores action sequences from an observation under model `params`; e.g. a
-      `make_trajectory_evaluator(...)` function.
+      `make_trajectory_evaluator(...)` function. The optimizer passes each evaluation its key.
     replan_every: re-optimise every k steps, executing the plan's actions in between. The
-      warm start is the previous plan shifted by k, padded with the optimizer's initial mean.
+      warm start is the optimizer's state shifted by k (`optimizer.shift`: the mean and the
+      carried elites lose their first k actions and end with the neutral action).
       With k > 1 the decision is a `lax.cond`: under `vmap` both branches run every step.
   """
   if not isinstance(replan_every, int) or replan_every < 1:
     raise ValueError(f"replan_every must be a positive int, got {replan_every!r}")
-  neutral = optimizer.init()                                     # [H, A]
-  horizon = neutral.shape[0]
+  neutral = optimizer.init()                                     # PlanState
+  horizon = neutral.mean.shape[0]
   if replan_every > horizon:
     raise ValueError(f"replan_every ({replan_every}) cannot exceed the horizon ({horizon})")
 
   def init(key: PRNGKey) -> MPCState:
-    # offset == replan_every makes the first `act` optimise, from the neutral plan.
-    return MPCState(plan=neutral, offset=jnp.asarray(replan_every, jnp.int32), key=key)
-
-  def _scores(params, key, obs):
-    def objective(actions):
-      out = evaluate(params, key, obs, actions)
-      return getattr(out, "returns", out)
-    return objective
+    # offset == replan_every makes the first `act` optimise. The neutral state is "shifted" too
+    # (the shift of a midpoint sequence is the same sequence).
+    return MPCState(plan=neutral.mean, plan_state=neutral,
+                    offset=jnp.asarray(replan_every, jnp.int32), key=key)
 
   def _replan(state: MPCState, params: Params, obs: jax.Array):
-    key, opt_key, eval_key = jax.random.split(state.key, 3)
-    warm = shift(state.plan, neutral[-1], steps=replan_every)
-    plan, info = optimizer.optimize(opt_key, _scores(params, eval_key, obs), warm)
-    return MPCState(plan=plan, offset=jnp.zeros((), jnp.int32), key=key), info
+    key, opt_key = jax.random.split(state.key)
+    objective = lambda k, actions: evaluate(params, k, obs, actions).returns
+    warm = optimizer.shift(state.plan_state, replan_every)
+    plan, plan_state, info = optimizer.optimize(opt_key, objective, warm)
+    return MPCState(plan=plan, plan_state=plan_state, offset=jnp.zeros((), jnp.int32),
+                    key=key), info
 
   def act(state: MPCState, params: Params,
           obs: jax.Array) -> tuple[jax.Array, MPCState, OptimizerInfo]:

@@ -1,69 +1,38 @@
 """Scoring action sequences by rolling them out through a learned dynamics model.
 
 `make_trajectory_evaluator` turns a model step function, a reward and a termination function
-into `evaluate(params, key, obs, actions) -> returns [P]`, the objective a planner maximises.
-Each of the P sequences is rolled out from the same start observation with `num_particles`
-particles (rows ordered [P, K], so the TSinf rule "row i uses member i % E" spreads one
-sequence's particles over the members), for H steps of `lax.scan`. A model that takes its aleatoric noise as an argument (an ensemble's
-`predict`) gets all H steps' noise drawn in one call before the loop; an optimizer that scores
-every iteration with the same key (MPC does) then draws it once per plan, as XLA hoists the
-draw out of the optimizer's loop.
+into an `Evaluator`: `evaluate(params, key, obs, actions) -> TrajectoryStats`, whose `returns`
+a planner maximises. Each of the P sequences is rolled out from the same start observation with
+`num_particles` particles, P * K rows, for H steps of `lax.scan`.
+
+Which ensemble member a particle uses is the model's rule for its row (an ensemble's "tsinf":
+row r -> member r % E). With `member_assignment="random"` (the default, as mbrl-lib's
+per-evaluation `randperm` of the propagation indices) the rows are a random permutation of the
+particles, drawn once per evaluation and fixed along the horizon, so each particle gets a random
+member, every member the same number of particles; "fixed" keeps particle j of sequence p on
+row p * K + j (member (p * K + j) % E: one sequence's particles spread over the members).
+
+A model that takes its aleatoric noise as an argument (an ensemble's `predict`, with
+`noise_size=ens.noise_size`) gets all H steps' noise drawn in one call before the loop.
 
 Reference: Chua et al. 2018 (PETS), section 4 (trajectory sampling).
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Callable, Literal, NamedTuple
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
 
+from mbrl_jax.planning.base import Evaluator, ModelFn, TaskFn, TrajectoryStats
 from mbrl_jax.types import Params, PRNGKey
 
-# model_fn(params, key, obs [N, O], action [N, A]) -> object with .next_obs [N, O] and
-# .reward ([N] or None), e.g. functools.partial(ensemble.predict, mode="tsinf").
-ModelFn = Callable[[Params, PRNGKey, jax.Array, jax.Array], "object"]
-# reward_fn / termination_fn(obs [O], action [A], next_obs [O]) -> [], unbatched.
-TaskFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
-
-def model_noise_size(model_fn: ModelFn) -> int | None:
-  """D if `model_fn` draws standard-normal noise [N, D] per call and takes it as `noise=`.
-
-  Recognises an ensemble's `predict` (it carries a `noise_size` attribute: D for a
-  probabilistic ensemble, 0 for a deterministic one) and `functools.partial`s of it (0 when
-  they fix `sample=False`; None when they fix `noise` or `mode="all"`). None for anything else.
-  """
-  fn, keywords = model_fn, {}
-  while isinstance(fn, functools.partial):
-    keywords = {**fn.keywords, **keywords}
-    fn = fn.func
-  size = getattr(fn, "noise_size", None)
-  if size is None or "noise" in keywords or keywords.get("mode") == "all":
-    return None
-  if keywords.get("sample", True) is False:
-    return 0
-  return int(size)
-
+MEMBER_ASSIGNMENTS = ("random", "fixed")
 
 # A sequence whose return is NaN (a model that diverged) gets this instead, so that it is never
 # chosen as an elite yet does not poison means.
 NAN_RETURN = -1e10
-
-
-class TrajectoryStats(NamedTuple):
-  """Per-sequence statistics of one evaluation.
-
-  Attributes:
-    returns: risk-adjusted, penalised objective per sequence.   # [P]
-    mean: mean particle return.                                 # [P]
-    std: standard deviation of the particle returns.            # [P]
-  """
-
-  returns: jax.Array
-  mean: jax.Array
-  std: jax.Array
 
 
 def make_trajectory_evaluator(
@@ -77,9 +46,10 @@ def make_trajectory_evaluator(
     risk_coef: float = 0.0,
     uncertainty_fn: Callable[[Params, jax.Array, jax.Array], jax.Array] | None = None,
     uncertainty_coef: float = 0.0,
-    noise_size: int | None | Literal["auto"] = "auto",
+    noise_size: int = 0,
+    member_assignment: Literal["random", "fixed"] = "random",
     unroll: int | bool = True,
-) -> Callable[..., TrajectoryStats]:
+) -> Evaluator:
   """Builds `evaluate(params, key, obs, actions, value_params=None) -> TrajectoryStats`.
 
   Args:
@@ -96,12 +66,14 @@ def make_trajectory_evaluator(
       epistemic standard deviation; `uncertainty_coef` * u is subtracted at every step.
     uncertainty_coef: weight of the uncertainty penalty (>= 0).
     noise_size: D > 0 if `model_fn(params, key, obs, action, noise=eps)` takes its per-step
-      standard-normal noise eps [N, D] as an argument: the evaluator then draws all H steps'
-      noise in one call before the rollout, eps_t = normal(split(k_t)[1], [N, D]) with k_t the
-      step's key, exactly what an ensemble's `predict` draws from k_t itself (the same
-      values), and one large draw is cheaper than H small ones inside the loop. 0 or None:
-      the model draws its own noise from the step key. "auto": `model_noise_size(model_fn)`
-      (an ensemble's `predict`, or a `functools.partial` of it, is recognised).
+      standard-normal noise eps [N, D] as an argument (an ensemble's `predict`: pass
+      `ens.noise_size`): the evaluator then draws all H steps' noise in one call before the
+      rollout, eps_t = normal(split(k_t)[1], [N, D]) with k_t the step's key, exactly what
+      `predict` draws from k_t itself (the same values), and one large draw is cheaper than H
+      small ones inside the loop. 0: the model draws its own noise (if any) from the step key.
+    member_assignment: "random": the particles' rows are permuted at random once per
+      evaluation (fixed along the horizon), so under a row-indexed member rule (tsinf) each
+      particle gets a random member; "fixed": particle j of sequence p stays on row p * K + j.
     unroll: `lax.scan`'s `unroll` for the rollout over the horizon (the same results): True
       unrolls all H steps (no loop: ~6% faster plans at a small population, e.g. 100 x 5
       particles, measured by experiments/bench_planning.py; ~1.5 s more compile time), an
@@ -119,11 +91,11 @@ def make_trajectory_evaluator(
                      f"{uncertainty_coef!r}")
   if uncertainty_coef > 0 and uncertainty_fn is None:
     raise ValueError("uncertainty_coef > 0 needs an uncertainty_fn")
-  if noise_size == "auto":
-    noise_size = model_noise_size(model_fn)
-  if noise_size is not None and (isinstance(noise_size, bool) or not isinstance(noise_size, int)
-                                 or noise_size < 0):
-    raise ValueError(f"noise_size must be a non-negative int, None or 'auto', got {noise_size!r}")
+  if isinstance(noise_size, bool) or not isinstance(noise_size, int) or noise_size < 0:
+    raise ValueError(f"noise_size must be a non-negative int, got {noise_size!r}")
+  if member_assignment not in MEMBER_ASSIGNMENTS:
+    raise ValueError(f"member_assignment must be one of {MEMBER_ASSIGNMENTS}, got "
+                     f"{member_assignment!r}")
   if not isinstance(unroll, bool) and (not isinstance(unroll, int) or unroll < 1):
     raise ValueError(f"unroll must be True, False or a positive int, got {unroll!r}")
   K = num_particles
@@ -139,7 +111,13 @@ def make_trajectory_evaluator(
     P, H, _ = actions.shape
     n = P * K
     obs0 = jnp.broadcast_to(obs.astype(jnp.float32), (n, obs.shape[0]))
-    per_step_actions = jnp.repeat(actions, K, axis=0).swapaxes(0, 1)       # [H, n, A]
+    row_actions = jnp.repeat(actions, K, axis=0)                           # [n, H, A]
+    if member_assignment == "random":
+      # Row r carries particle perm[r]: one random layout per evaluation, fixed over time.
+      perm_key, key = jax.random.split(key)
+      perm = jax.random.permutation(perm_key, n)                           # [n]
+      row_actions = row_actions[perm]
+    per_step_actions = row_actions.swapaxes(0, 1)                          # [H, n, A]
 
     def step(carry, inputs):
       x, alive, ret = carry
@@ -174,6 +152,8 @@ def make_trajectory_evaluator(
         unroll=unroll)
     if terminal_value_fn is not None:
       ret = ret + jnp.where(alive, (discount ** H) * terminal_value_fn(value_params, x_final), 0.0)
+    if member_assignment == "random":
+      ret = jnp.zeros_like(ret).at[perm].set(ret)                          # back to [P * K]
     ret = jnp.where(jnp.isnan(ret), NAN_RETURN, ret).reshape(P, K)
     mean, std = ret.mean(1), ret.std(1)
     return TrajectoryStats(returns=mean - risk_coef * std, mean=mean, std=std)
