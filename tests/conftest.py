@@ -40,3 +40,19 @@ def plain(text: str) -> str:
   for ch in "│╭╮╰╯─":
     text = text.replace(ch, " ")
   return " ".join(text.split())
+
+
+def script_help(script: str) -> str:
+  """`python experiments/<script> --help` at 80 columns; checks that nothing (no "Failed to
+  import warp" from mujoco-mjx, no warning) comes before the usage line, returns stdout."""
+  import os
+  import pathlib
+  import subprocess
+  import sys
+  root = pathlib.Path(__file__).resolve().parents[1]
+  done = subprocess.run([sys.executable, str(root / "experiments" / script), "--help"],
+                        capture_output=True, text=True, check=True,
+                        env={**os.environ, "COLUMNS": "80"})
+  assert done.stdout.startswith("usage: ") and done.stderr == "", (done.stdout[:200],
+                                                                   done.stderr)
+  return done.stdout

@@ -1,16 +1,14 @@
 """experiments/mbpo.py: command line, output files, refusal of bad values and existing runs."""
 
 import json
-import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from mbrl_jax.run import read_jsonl
-from tests.conftest import plain
+from tests.conftest import plain, script_help
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -77,11 +75,7 @@ def test_existing_run_is_not_overwritten(tmp_path):
 
 
 def test_help_shows_defaults_and_nothing_before_usage():
-  env = {**os.environ, "COLUMNS": "80"}
-  done = subprocess.run([sys.executable, str(ROOT / "experiments" / "mbpo.py"), "--help"],
-                        capture_output=True, text=True, check=True, env=env)
-  out = done.stdout
-  assert out.startswith("usage: ") and done.stderr == "", (out[:200], done.stderr)
+  out = script_help("mbpo.py")
   for flag in ("--env", "--seed", "--seeds", "--env-steps", "--out", "--preset",
                "--rollout.schedule", "--real-ratio", "--sac.batch-size"):
     assert flag in out

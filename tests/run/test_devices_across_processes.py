@@ -28,14 +28,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHILD = textwrap.dedent("""
     import dataclasses, hashlib, json, sys
     import jax, jax.numpy as jnp, numpy as np
-    from mbrl_jax import run as run_lib
+    from mbrl_jax import planning, run as run_lib
     from mbrl_jax.algorithms import pets
 
     CONFIG = pets.Config(
         env="pendulum", trials=2, trial_length=20,
         model=pets.ModelConfig(hidden_sizes=(32, 32)),
         fit=dataclasses.replace(pets.Config().fit, max_epochs=3),
-        planner=pets.PlannerConfig(population=20, num_particles=5, horizon=5, iterations=2))
+        planner=pets.PlannerConfig(optimizer=planning.CEMConfig(population=20, iterations=2),
+                                   num_particles=5, horizon=5))
 
     def train(keys):
       # The one use of the PETS API here: (keys [S]) -> (returns [trials, S], params tree).

@@ -5,12 +5,18 @@ The controller is a pair of pure functions over an `MPCState`, which carries the
 by the actions executed in between. The model parameters are an argument of `act`, so the same
 controller serves a model that is refitted between trials.
 
-Example:
-  >>> evaluate = make_trajectory_evaluator(partial(ens.predict, mode="tsinf"),
-  ...                                      noise_size=ens.noise_size, reward_fn=...)
-  >>> mpc = make_mpc(make_optimizer(ICEMConfig(), horizon=15, action_size=1), evaluate)
-  >>> state = mpc.init(key)
-  >>> action, state, info = mpc.act(state, params, obs)
+Example (a known 1-D model: the action moves the state; the reward is -|state|):
+  >>> from mbrl_jax.planning import ICEMConfig, make_optimizer, make_trajectory_evaluator
+  >>> from mbrl_jax.models import ModelStep
+  >>> model = lambda params, key, obs, action: ModelStep(next_obs=obs + params * action,
+  ...                                                    reward=-jnp.abs(obs[:, 0]))
+  >>> evaluate = make_trajectory_evaluator(model, num_particles=1)
+  >>> mpc = make_mpc(make_optimizer(ICEMConfig(population=32), horizon=5, action_size=1),
+  ...                evaluate)
+  >>> state = mpc.init(jax.random.key(0))
+  >>> action, state, info = mpc.act(state, 0.5, jnp.array([2.0]))    # params = 0.5
+  >>> bool(action[0] < 0), state.plan_state.elites.shape           # push back towards 0
+  (True, (1, 5, 1))
 """
 
 from __future__ import annotations
