@@ -45,7 +45,7 @@ def check_key(key: Any) -> None:
     >>> check_key(jax.random.PRNGKey(0))
     Traceback (most recent call last):
     ...
-    ValueError: key must be a typed PRNG key (jax.random.key) or a 1-D batch of them, got uint32 of shape (2,)
+    ValueError: key must be a typed PRNG key (jax.random.key) or ..., got uint32 of shape (2,)
   """
   if not is_key(key) or key.ndim > 1:
     raise ValueError(f"key must be a typed PRNG key (jax.random.key) or a 1-D batch of them, "

@@ -9,11 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mbrl_jax import data as buffer_lib
 from mbrl_jax import models
 from mbrl_jax import run as run_lib
 from mbrl_jax.algorithms import mbpo
-from mbrl_jax.types import Transition
 from tests.conftest import count_compilations
 
 TINY = mbpo.Config(

@@ -16,7 +16,8 @@ def test_jsonl_and_csv_agree_and_keep_only_forgets_rows(tmp_path):
                  "model_loss": float("nan")}])          # a new column, and NaN -> empty
   rows = read_jsonl(tmp_path / "metrics.jsonl")
   assert rows == [{"seed": 0, "trial": 0, "train/return": 12.5, "env_steps": 10},
-                  {"seed": 0, "trial": 1, "train/return": 30.0, "env_steps": 40, "model_loss": None}]
+                  {"seed": 0, "trial": 1, "train/return": 30.0, "env_steps": 40,
+                   "model_loss": None}]
   with open(tmp_path / "metrics.csv") as f:
     table = list(csv.DictReader(f))
   assert list(table[0]) == ["seed", "trial", "env_steps", "train/return", "model_loss"]

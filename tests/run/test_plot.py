@@ -9,7 +9,8 @@ from mbrl_jax.run.plot import curves
 
 def test_jsonl_round_trip_and_nan_as_null(tmp_path):
   path = tmp_path / "m.jsonl"
-  write_jsonl_rows(path, [{"seed": 0, "trial": 0, "train/return": np.float32(2.5), "x": float("nan")}])
+  write_jsonl_rows(path, [{"seed": 0, "trial": 0, "train/return": np.float32(2.5),
+                           "x": float("nan")}])
   write_jsonl_rows(path, [{"seed": 1, "trial": 0, "train/return": np.int32(3), "x": np.inf}])
   rows = read_jsonl(path)
   assert rows == [{"seed": 0, "trial": 0, "train/return": 2.5, "x": None},

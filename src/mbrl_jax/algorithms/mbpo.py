@@ -31,11 +31,10 @@ Example (minutes of CPU, so skipped here):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from brax.envs.base import Env
 
 from mbrl_jax import data as buffer_lib

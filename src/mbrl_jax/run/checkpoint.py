@@ -22,7 +22,7 @@ Example:
   >>> Checkpointer(ckpt.directory, meta={"config": {"lr": 0.2}}).restore(state)
   Traceback (most recent call last):
   ...
-  mbrl_jax.run.checkpoint.CheckpointError: checkpoint ... was written by a different run; refusing to resume. Differences:
+  mbrl_jax.run.checkpoint.CheckpointError: checkpoint ... was written by a different run; ...
     config.lr: checkpoint has 0.1, this run has 0.2
 """
 
