@@ -4,10 +4,11 @@ the train steps inside the chunk's `lax.scan` costs against a plain jitted train
   python experiments/bench_dreamer.py --out results/bench_dreamer.json
   python experiments/bench_dreamer.py --presets pendulum pixels large
 
-For each preset (from `experiments/dreamer.py`), with the preset's model and batch sizes:
+For each preset (`mbrl_jax.algorithms.dreamer.PRESETS`), with the preset's model and batch sizes:
   * train step: one world-model + actor-critic update as its own jitted call;
   * chunk: `--chunk-steps` env steps of (collect `train_every` steps, one train step) as one
-    compiled call, the way `dreamer.train` runs them, with one evaluation episode;
+    compiled call, the way `run.train(dreamer.make(config), key)` runs them, with one
+    evaluation episode;
   * per env step = chunk / chunk steps; scan / plain = (chunk / train steps in it) / train step,
     about 1 when the scan adds nothing but the collection.
 Times are medians over `--repeats` calls after a compiling call, the train step and the chunk

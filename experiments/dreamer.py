@@ -7,8 +7,8 @@ per chunk.
   python experiments/dreamer.py --preset pendulum --pixels --image-size 64 --help
 
 Writes DIR/config.json (the resolved config), DIR/metrics.jsonl (one row per seed and chunk:
-seed, chunk, env_steps, eval_return, train_return, world-model and actor-critic statistics,
-wall time) and DIR/learning_curve.png (evaluation return against env steps, mean and min-max
+seed, chunk, env_steps, eval/return, train/return, model/... and actor_critic/... statistics,
+wall time), DIR/checkpoints/ (orbax) and DIR/learning_curve.png (evaluation return against env steps, mean and min-max
 over seeds).
 """
 

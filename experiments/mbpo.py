@@ -8,9 +8,10 @@
   python experiments/mbpo.py --resume runs/mbpo_ip                    # after a crash or a kill
 
 Writes DIR/config.json (the resolved config), DIR/metrics.jsonl and .csv (one row per seed and
-epoch: seed, epoch, env_steps, return = mean deterministic evaluation return over the
-evaluation episodes, model and SAC statistics, wall time), DIR/learning_curve.png (return
-against env steps, mean and min-max over seeds) and DIR/checkpoints/ (orbax).
+epoch: seed, epoch, env_steps, eval/return = mean deterministic evaluation return over the
+evaluation episodes, train/return, model/..., rollout/... and sac/... statistics, wall time),
+DIR/learning_curve.png (eval/return against env steps, mean and min-max over seeds) and
+DIR/checkpoints/ (orbax).
 """
 
 from __future__ import annotations

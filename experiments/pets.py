@@ -8,7 +8,8 @@
   python experiments/pets.py --resume runs/pets_notebook        # after a crash or a kill
 
 Writes DIR/config.json (the resolved config), DIR/metrics.jsonl and DIR/metrics.csv (one row
-per seed and trial: seed, trial, env_steps, return, model and planner statistics, wall time),
+per seed and trial: seed, trial, env_steps, train/return, model/... and planner/... statistics,
+wall time),
 DIR/learning_curve.png (mean and min-max over seeds) and DIR/checkpoints/ (orbax). Trial 0 is
 the random-action trial.
 """

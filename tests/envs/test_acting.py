@@ -4,6 +4,7 @@ that stop at done, evaluation of complete episodes."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from mbrl_jax import envs
 from mbrl_jax.envs import acting
@@ -54,3 +55,18 @@ def test_evaluate_returns_one_complete_episode_per_row():
   np.testing.assert_array_equal(result.lengths, [10, 10, 10])      # not 25: no auto reset
   assert result.returns.shape == (3,) and np.all(result.returns < 0)
   assert len(set(np.asarray(result.returns).tolist())) == 3
+
+
+def test_without_auto_reset_an_episode_ends_once():
+  env = envs.make("pendulum", episode_length=5)
+  policy = counting_policy()
+  actor = acting.reset(env, policy, jax.random.key(4))
+  _, _, _, ended = acting.collect(env, policy, actor, jax.random.key(5), 12, auto_reset=False)
+  assert int(ended.count) == 1 and int(ended.length_sum) == 5
+
+
+def test_an_auto_reset_env_is_refused():
+  from brax.envs.wrappers import training
+  env = training.AutoResetWrapper(envs.make("pendulum"))
+  with pytest.raises(ValueError, match="AutoResetWrapper"):
+    acting.reset(env, acting.uniform_random(1), jax.random.key(0))

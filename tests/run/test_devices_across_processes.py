@@ -4,7 +4,8 @@ way the scripts split them (`seed_mesh` + `shard_seeds`).
 
 What holds (and what the README's Devices bullet says):
 - the same seeds on the same device layout give bitwise the same results in every process;
-- on one device, a seed's results do not depend on the other seeds batched beside it;
+- on one device, a seed's random trial does not depend on the seeds batched beside it (its
+  fitted parameters may: the batched fit's `while_loop` compiles to other fusions);
 - split over several devices, a seed's results depend on the seeds per device (the SPMD
   per-device program rounds differently), so equal seeds per device give equal results
   whatever the device count, while 1 device and N devices agree only on the random trial.
@@ -99,8 +100,9 @@ def test_device_layouts_across_processes():
 
   # The same command in another process: bitwise the same results.
   assert two_a == two_b
-  # One device: seed 3 alone equals seed 3 batched with seed 4.
-  assert _seed(one_alone, 3) == _seed(one_a, 3)
+  # One device: seed 3 alone and batched with seed 4 share the random trial (the fitted
+  # parameters differed in their last bits when this was written, so they are not compared).
+  assert _seed(one_alone, 3)[0][0] == _seed(one_a, 3)[0][0]
   # Equal seeds per device (here 1): the same results on 2 and on 4 devices.
   for seed in (3, 4):
     assert _seed(four, seed) == _seed(two_a, seed)

@@ -2,7 +2,8 @@
 
 An algorithm module (`pets`, `mbpo`, `sac`, `dreamer`, ...) exposes a frozen `Config` with its
 presets beside it (`PRESETS`), and `make(config) -> Algorithm`: pure, unjitted, unbatched
-functions plus the facts the driver needs. `mbrl_jax.run.train(algorithm, key)` does the rest
+functions plus the facts the driver needs. `make` is memoised per config, so calling it again
+returns the same functions and the driver's compiled ones are reused. `mbrl_jax.run.train(algorithm, key)` does the rest
 for every algorithm alike: vmap over seeds, jit with the state donated, checkpoints and
 resume, the stop on NaN/Inf, progress and metric history. Nothing under `algorithms/` imports
 `mbrl_jax.run`.
@@ -13,7 +14,7 @@ everywhere, in JSONL, CSV, TensorBoard and plots):
   env_steps              env steps taken so far, exploration included
   train/return           mean return of the training episodes that ended in the chunk
   train/episode_length   mean length of those episodes
-  train/episodes         how many ended
+  train/episodes         how many ended (MBPO, Dreamer: a PETS trial is one episode)
   eval/return            mean return of complete evaluation episodes (min / max beside it)
   model/...              the dynamics or world model (holdout_mse, train_loss, epochs, ...)
   planner/..., sac/..., actor_critic/..., rollout/...   the other components
@@ -41,8 +42,9 @@ class Algorithm(NamedTuple):
   Attributes:
     name: short name, for messages, checkpoints and run directories ("pets").
     unit: what one chunk is called ("trial", "epoch", "chunk").
-    config: the frozen config it was made from; together with `name` it determines `init`
-      and `step` completely (the driver's compile cache and checkpoints are keyed by it).
+    config: the frozen config it was made from; with `name` it keys checkpoints (a resumed
+      run must have the same) and the driver's compile cache (which also checks that `init`
+      and `step` are the same functions).
     init: unbatched `init(key) -> (state, done)`, see `InitFn`.
     step: unbatched, pure `step(state) -> (state, metrics)`, see `StepFn`; every metric is a
       scalar per seed.

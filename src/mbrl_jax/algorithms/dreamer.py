@@ -22,6 +22,7 @@ Example (minutes of CPU, so skipped here):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -341,6 +342,7 @@ NONFINITE = {"nonfinite/world_model": "the world-model parameters",
              "nonfinite/actor_critic": "the actor or critic parameters"}
 
 
+@functools.lru_cache(maxsize=16)
 def make(config: Config) -> Algorithm:
   """Dreamer as an `Algorithm` for `mbrl_jax.run.train`: the random prefill in init, then
   `config.num_chunks` chunks, each one compiled call (validated before anything compiles).

@@ -31,6 +31,7 @@ Example (minutes of CPU, so skipped here):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -572,6 +573,7 @@ def nonfinite_flags(use_model: bool) -> dict[str, str]:
   return flags
 
 
+@functools.lru_cache(maxsize=16)
 def make(config: Config, *, use_model: bool = True) -> Algorithm:
   """MBPO (or, with `use_model=False`, model-free SAC on the same loop; the model, rollout
   and real_ratio settings are then ignored) as an `Algorithm` for `mbrl_jax.run.train`:

@@ -336,6 +336,7 @@ NONFINITE = {"nonfinite/model_fit": "the model fit's data or loss",
              "nonfinite/model_params": "the model parameters"}
 
 
+@functools.lru_cache(maxsize=16)
 def make(config: Config) -> Algorithm:
   """PETS as an `Algorithm` for `mbrl_jax.run.train`: the random trial(s), then
   `config.trials` trials, each one compiled call (validated before anything compiles).

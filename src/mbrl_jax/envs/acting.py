@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 from brax.envs.base import Env
 from brax.envs.base import State as EnvState
+from brax.envs.wrappers import training as brax_training
 
 from mbrl_jax.types import PRNGKey, Transition
 
@@ -160,8 +161,22 @@ def env_step(env: Env, state: EnvState, action: jax.Array) -> tuple[EnvState, Tr
   return nxt.replace(reward=reward, done=done), tr
 
 
+def check_env(env: Env) -> None:
+  """Raises ValueError if `env` is wrapped in Brax's AutoResetWrapper: acting resets episodes
+  itself and records the true final observation, which that wrapper replaces."""
+  e = env
+  while True:
+    if isinstance(e, brax_training.AutoResetWrapper):
+      raise ValueError("acting resets episodes itself and needs the true final obs; pass an env "
+                       "without AutoResetWrapper (mbrl_jax.envs.make adds none)")
+    if not hasattr(e, "env") or e is e.unwrapped:
+      return
+    e = e.env
+
+
 def reset(env: Env, policy: Policy, key: PRNGKey) -> Actor:
   """A fresh episode: the env reset and the policy's initial state."""
+  check_env(env)
   env_key, policy_key = jax.random.split(key)
   return Actor(env_state=reset_env(env, env_key), policy_state=policy.init(policy_key),
                episode_return=jnp.zeros((), jnp.float32),
@@ -181,7 +196,8 @@ def step(env: Env, policy: Policy, actor: Actor, key: PRNGKey, *, auto_reset: bo
   action, policy_state, info = policy.act(actor.policy_state, act_key, actor.env_state.obs)
   nxt, tr = env_step(env, actor.env_state, action)
   ret, length = actor.episode_return + tr.reward, actor.episode_length + 1
-  done = nxt.done > 0.5
+  # An episode ends once: without auto reset a finished env keeps reporting done.
+  done = (nxt.done > 0.5) & (actor.env_state.done < 0.5)
   ended = Episodes(count=done.astype(jnp.int32), return_sum=jnp.where(done, ret, 0.0),
                    length_sum=jnp.where(done, length, 0))
   stepped = Actor(env_state=nxt, policy_state=policy_state, episode_return=ret,
@@ -214,7 +230,7 @@ def episode(env: Env, policy: Policy, key: PRNGKey, max_steps: int) -> EpisodeRe
   marked truncated unless it terminated). After the end the policy is not called (a
   `lax.cond`; under `vmap` both branches run) and the steps are not valid."""
   reset_key, steps_key = jax.random.split(key)
-  actor = reset(env, policy, reset_key)
+  actor = reset(env, policy, reset_key)                 # checks the env
   info_shape = jax.eval_shape(policy.act, actor.policy_state, steps_key, actor.env_state.obs)[2]
   blank = lambda x: jnp.full(x.shape, jnp.nan if jnp.issubdtype(x.dtype, jnp.floating) else 0,
                              x.dtype)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Callable
 
 from brax.envs.base import Env, State
-from brax.envs.wrappers import training
 import jax
 import jax.numpy as jnp
 
@@ -24,19 +23,6 @@ def random_policy(action_size: int) -> PolicyFn:
     return jax.random.uniform(key, (action_size,), jnp.float32, -1.0, 1.0)
 
   return policy_fn
-
-
-def _check_no_auto_reset(env: Env) -> None:
-  e = env
-  while True:
-    if isinstance(e, training.AutoResetWrapper):
-      raise ValueError(
-          'rollout() resets episodes itself and needs the true final obs; '
-          'pass an env without AutoResetWrapper (mbrl_jax.envs.make adds none).'
-      )
-    if not hasattr(e, 'env') or e is e.unwrapped:
-      return
-    e = e.env
 
 
 def rollout(
@@ -71,7 +57,7 @@ def rollout(
     after the last step (after its reset, if any), to continue from. For a batch,
     ``jax.vmap`` over keys (see :func:`batch_rollout`).
   """
-  _check_no_auto_reset(env)
+  acting.check_env(env)
   key_init, key_steps = jax.random.split(key)
   if init_state is None:
     state = acting.reset_env(env, key_init)

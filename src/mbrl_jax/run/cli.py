@@ -288,8 +288,12 @@ class Run:
     checkpoint or NaN stop into a one-line exit, then draw DIR/learning_curve.png against
     `x`. Returns the history."""
     unit = algorithm.unit
-    what = (f"resuming {self.out} after {unit} {self.resume_from - 1}"
-            if self.resume_from is not None else f"-> {self.out}")
+    if self.resume_from is None:
+      what = f"-> {self.out}"
+    elif self.resume_from == 0:                   # the checkpoint written after init
+      what = f"resuming {self.out} from its start (after init)"
+    else:
+      what = f"resuming {self.out} after {unit} {self.resume_from - 1}"
     print(f"{header} {what}", flush=True)
     progress = self.progress(total=algorithm.num_chunks, desc=title, index=unit,
                              line_fn=line_fn)

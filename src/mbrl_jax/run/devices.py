@@ -7,8 +7,10 @@ compiled chunk (each device runs its seeds; no `pmap`). On CPU, try it with
 
 Results and the layout (measured on XLA:CPU, tested across processes by
 tests/run/test_devices_across_processes.py): the same seeds on the same layout give bitwise the
-same results in every process, and on one device a seed's results do not depend on the seeds
-batched beside it. Sharded over several devices, each device runs XLA's partitioned program for
+same results in every process. How many seeds are batched together can change the last bits
+too: with the model fit as a batched `while_loop` (since issue 12), seed 3 run alone and seed
+3 batched with seed 4 on one device gave the same returns but parameters that differ in their
+last bits. Sharded over several devices, each device runs XLA's partitioned program for
 its local share of the seeds; it compiles to other fusions than the one-device program and rounds
 differently (after one PETS model fit the parameters are up to ~6e-5 apart; one planning step on
 equal inputs is bitwise equal), and a closed loop of planning and refitting amplifies that into

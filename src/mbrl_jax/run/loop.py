@@ -105,29 +105,32 @@ def describe_nonfinite(metrics: dict[str, Any], flags: dict[str, str]) -> str | 
   return None
 
 
-# Compiled (init, step) pairs of recent `train` calls, by (name, config, batched, options).
+# Recent `train` calls' compiled functions: (name, config, batched, options) ->
+# (init, step, jitted init, jitted step).
 _COMPILED: collections.OrderedDict = collections.OrderedDict()
 _COMPILED_MAX = 8
 
 
 def _compiled(algorithm: Algorithm, batched: bool) -> tuple[Callable, Callable]:
-  """The jitted (init, step) of `algorithm`, vmapped when `batched`; calls with an equal
-  algorithm name, config and compiler options reuse the first call's compiled functions."""
+  """The jitted (init, step) of `algorithm`, vmapped when `batched`. A later call with the
+  same `init` and `step` functions (the algorithm modules' `make` memoises them per config)
+  and the same compiler options reuses them, so a second `train` (a resume, another seed
+  batch, a notebook cell run again) compiles nothing; other functions under the same name
+  and config (an algorithm built or patched by hand) are compiled anew."""
   options = compile_lib.compiler_options(algorithm.dot_rows)
   cache_key = (algorithm.name, algorithm.config, batched, tuple(sorted(options.items())))
   cached = _COMPILED.get(cache_key)
-  if cached is None:
+  if cached is None or cached[0] is not algorithm.init or cached[1] is not algorithm.step:
     init_fn, step_fn = algorithm.init, algorithm.step
     if batched:
       init_fn, step_fn = jax.vmap(init_fn), jax.vmap(step_fn)
-    cached = (jax.jit(init_fn, compiler_options=options),
+    cached = (algorithm.init, algorithm.step, jax.jit(init_fn, compiler_options=options),
               jax.jit(step_fn, donate_argnums=0, compiler_options=options))
     _COMPILED[cache_key] = cached
     while len(_COMPILED) > _COMPILED_MAX:
       _COMPILED.popitem(last=False)
-  else:
-    _COMPILED.move_to_end(cache_key)
-  return cached
+  _COMPILED.move_to_end(cache_key)
+  return cached[2], cached[3]
 
 
 def train(
