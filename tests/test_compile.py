@@ -9,7 +9,7 @@ def test_cpu_options_and_opt_out(monkeypatch):
   assert jax.default_backend() == "cpu"
   assert compile_lib.compiler_options() == compile_lib.CPU_OPTIONS
   assert compile_lib.compiler_options(dot_rows=1400) == compile_lib.CPU_OPTIONS
-  assert compile_lib.compiler_options(dot_rows=100) == {}          # small products: defaults
+  assert compile_lib.compiler_options(dot_rows=100) == compile_lib.SMALL_OPTIONS   # Eigen only
   monkeypatch.setenv("MBRL_JAX_XLA_DEFAULTS", "1")
   assert compile_lib.compiler_options() == {}
 
@@ -29,4 +29,5 @@ def test_pets_rows_per_member_pick_the_options():
   small = pets.Config(planner=pets.PlannerConfig(
       optimizer=planning.CEMConfig(population=100), num_particles=5))
   assert pets.planner_rows_per_member(small) == 100
-  assert compile_lib.compiler_options(pets.planner_rows_per_member(small)) == {}
+  assert compile_lib.compiler_options(pets.planner_rows_per_member(small)) == \
+      compile_lib.SMALL_OPTIONS
