@@ -203,7 +203,10 @@ def step(env: Env, policy: Policy, actor: Actor, key: PRNGKey, *, auto_reset: bo
   stepped = Actor(env_state=nxt, policy_state=policy_state, episode_return=ret,
                   episode_length=length)
   if auto_reset:
-    stepped = jax.lax.cond(done, lambda: reset(env, policy, reset_key), lambda: stepped)
+    # A select, not a lax.cond: a reset is cheap next to XLA:CPU's cost of a conditional in a
+    # scanned step (and under vmap a cond runs both branches anyway).
+    fresh = reset(env, policy, reset_key)
+    stepped = jax.tree.map(lambda r, s: jnp.where(nxt.done > 0.5, r, s), fresh, stepped)
   return stepped, tr, info, ended
 
 
