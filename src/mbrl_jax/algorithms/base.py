@@ -3,10 +3,10 @@
 An algorithm module (`pets`, `mbpo`, `sac`, `dreamer`, ...) exposes a frozen `Config` with its
 presets beside it (`PRESETS`), and `make(config) -> Algorithm`: pure, unjitted, unbatched
 functions plus the facts the driver needs. `make` is memoised per config, so calling it again
-returns the same functions and the driver's compiled ones are reused. `mbrl_jax.run.train(algorithm, key)` does the rest
-for every algorithm alike: vmap over seeds, jit with the state donated, checkpoints and
-resume, the stop on NaN/Inf, progress and metric history. Nothing under `algorithms/` imports
-`mbrl_jax.run`.
+returns the same functions and the driver's compiled ones are reused.
+`mbrl_jax.run.train(algorithm, key)` does the rest for every algorithm alike: vmap over seeds,
+jit with the state donated, checkpoints and resume, the stop on NaN/Inf, progress and metric
+history. Nothing under `algorithms/` imports `mbrl_jax.run`.
 
 Metric names follow one scheme for all algorithms (the same key means the same thing
 everywhere, in JSONL, CSV, TensorBoard and plots):
