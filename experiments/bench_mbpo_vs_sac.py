@@ -4,6 +4,8 @@ sample-efficiency ratio.
   python experiments/bench_mbpo_vs_sac.py --env hopper --budget 30000 \
       --mbpo-run runs/mbpo-hopper-30k --out results/bench_mbpo_vs_sac_hopper.json
 
+It writes the JSON and a PNG of the curves (mean over seeds with the min-max band; `--plot`).
+
 Rows:
   * MBPO: ours (`experiments/mbpo.py --preset ENV --env-steps BUDGET`), read from a finished
     run directory (`--mbpo-run`, so a long run can be checkpointed and resumed on its own), or
@@ -76,6 +78,8 @@ class Args:
   """Cache of finished curves of our SAC (ENV_STEPS_seedsN.json); an existing file is reused."""
   out: pathlib.Path | None = None
   """JSON file for the curves and ratios (default results/bench_mbpo_vs_sac_ENV.json)."""
+  plot: pathlib.Path | None = None
+  """PNG of the curves, mean over seeds with the min-max band (default: --out with .png)."""
 
 
 @dataclasses.dataclass
@@ -221,6 +225,34 @@ def ratio(curve: Curve, target: float, budget: int) -> tuple[int | None, float |
   return reached, reached / budget
 
 
+def plot_curves(curves: list[Curve], *, env: str, budget: int, target: float, seeds: int,
+                path: pathlib.Path) -> pathlib.Path:
+  """Draws each curve's mean over seeds with its min-max band, MBPO's return R at the budget
+  (dashed) and the budget (dotted) into the PNG `path`."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for curve in curves:
+    line, = ax.plot(curve.steps, curve.mean, marker="o", markersize=3, label=curve.name)
+    if curve.returns.shape[1] > 1:
+      ax.fill_between(curve.steps, curve.returns.min(axis=1), curve.returns.max(axis=1),
+                      color=line.get_color(), alpha=0.2)
+  ax.axhline(target, color="gray", linestyle="--", linewidth=1, label=f"R = {target:.0f}")
+  ax.axvline(budget, color="gray", linestyle=":", linewidth=1)
+  ax.set_xlabel("env steps")
+  ax.set_ylabel("evaluation return")
+  ax.set_title(f"{env}: MBPO vs SAC, {seeds} seed(s) (mean, min-max band)")
+  ax.legend(loc="best", fontsize="small")
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
 def main(argv: list[str] | None = None) -> dict:
   args = tyro.cli(Args, args=sys.argv[1:] if argv is None else argv, description=__doc__)
   if args.smooth < 1:
@@ -271,7 +303,9 @@ def main(argv: list[str] | None = None) -> dict:
                 target_smoothed=smoothed, smooth=smooth, mbpo_run=str(mbpo_dir), rows=rows)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(result, indent=1))
-  print(f"wrote {out}")
+  png = plot_curves(curves, env=args.env, budget=args.budget, target=target, seeds=args.seeds,
+                    path=args.plot or out.with_suffix(".png"))
+  print(f"wrote {out} and {png}")
   return result
 
 

@@ -55,6 +55,7 @@ def test_ratio_from_saved_curves(tmp_path, capsys):
   assert brax["steps_to_target"] == 40_000 and brax["ratio"] == 4.0
   assert brax["seconds_per_env_step"] == 40.0 / 40_000
   assert json.loads((tmp_path / "out.json").read_text())["rows"][1]["ratio"] == 4.0
+  assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   printed = capsys.readouterr().out
   assert "4.0x" in printed and "3.0x" in printed
 
