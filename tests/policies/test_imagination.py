@@ -447,3 +447,44 @@ def test_discounted_weights_and_new_fields_validate():
     with pytest.raises(ValueError, match=field):
       im.make_actor_critic(4, 1, config=im.ActorCriticConfig(**{field: bad}))
 
+
+def test_dreamerv3_preset_validates_and_trains_two_steps():
+  from mbrl_jax.algorithms import dreamer
+  from mbrl_jax.models import rssm
+
+  preset = dreamer.PRESETS["dreamerv3"]
+  ac_config = preset.actor_critic
+  assert (ac_config.actor_grad, ac_config.return_critic, ac_config.optimizer) == (
+      "reinforce", "fast", "laprop")
+  assert preset.imag_starts is None and preset.model_optimizer == "laprop"
+  assert ac_config.replay_scale == 0.3 and ac_config.slow_reg == 1.0
+  np.testing.assert_allclose(ac_config.discount, 1 - 1 / 333)
+  # The preset's learning side on tiny networks and a tiny batch.
+  config = dataclasses.replace(
+      preset, env_steps=40 + 20, prefill=40, chunk_steps=20, train_every=10, batch_size=2,
+      seq_len=8, eval_episodes=1,
+      world_model=rssm.WorldModelConfig(deter=16, stoch=4, classes=4, hidden=16,
+                                        mlp_layers=1),
+      actor_critic=dataclasses.replace(ac_config, hidden=16, layers=1, horizon=4, warmup=1))
+  with pytest.raises(ValueError, match="model_optimizer"):
+    dataclasses.replace(config, model_optimizer="sgd")
+  parts = dreamer.make_parts(config)
+  state = dreamer.init(jax.random.key(0), config, parts)
+  step = jax.jit(dreamer.make_train_step(config, parts))
+  params, opt, ac_state = state.model_params, state.model_opt, state.ac
+  history = []
+  for i in range(2):
+    params, opt, ac_state, metrics = step(params, opt, ac_state, state.buffer,
+                                          jax.random.key(i))
+    history.append((params, ac_state, metrics))
+  for _, _, m in history:
+    assert all(np.isfinite(float(v)) for v in m.values()), m
+    assert "actor_critic/replay_value_loss" in m and "actor_critic/critic_slow_reg" in m
+  assert int(ac_state.updates) == 2
+  # The warm-up of 1 update makes the first step's learning rate 0 and the second's 4e-5.
+  change = lambda a, b: max(float(jnp.abs(x - y).max())
+                            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  assert change(history[0][0], state.model_params) == 0.0
+  assert change(history[0][1].critic, state.ac.critic) == 0.0
+  assert 0.0 < change(history[1][0], history[0][0]) <= 1.5 * 4e-5
+  assert 0.0 < change(history[1][1].critic, history[0][1].critic) <= 1.5 * 4e-5
