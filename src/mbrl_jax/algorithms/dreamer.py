@@ -62,8 +62,11 @@ class Config:
       without replacement (None: all batch_size * (seq_len + 1), as in DreamerV3; the actor-critic
       update's cost is proportional to it, and dominates a train step on a CPU).
     eval_episodes: deterministic evaluation episodes after each chunk (vmapped).
-    model_lr: Adam step size of the world model.
-    model_grad_clip: global-norm clip of the world model's gradient.
+    model_lr: step size of the world model's optimizer.
+    model_grad_clip: global-norm clip of the world model's gradient ("adam").
+    model_optimizer: "adam" (global-norm clip, then Adam with eps 1e-8) or "laprop"
+      (DreamerV3's optimizer, `imagination.laprop`, with the actor-critic's `agc` and
+      `warmup`: V3 trains every network with one optimizer).
     world_model: sizes and loss weights (see `mbrl_jax.models.rssm.PRESETS`).
     actor_critic: the imagination actor-critic (its `horizon` is the imagination horizon).
   """
@@ -82,6 +85,7 @@ class Config:
   eval_episodes: int = 5
   model_lr: float = 3e-4
   model_grad_clip: float = 1000.0
+  model_optimizer: str = "adam"
   world_model: rssm.WorldModelConfig = rssm.PRESETS["cpu"]
   actor_critic: im.ActorCriticConfig = im.ActorCriticConfig()
 
@@ -104,6 +108,7 @@ class Config:
       checks.positive_int(self, "imag_starts")
     checks.in_range(self, "model_lr", 0.0, low_open=True)
     checks.in_range(self, "model_grad_clip", 0.0, low_open=True)
+    checks.one_of(self, "model_optimizer", im.OPTIMIZERS)
     if self.pixels:
       try:
         rssm._cnn_stages(self.image_size)  # pylint: disable=protected-access
@@ -132,6 +137,43 @@ PRESETS: dict[str, Config] = {
     # replay windows than the vector run, the same 5 env steps per train step.
     "pixels": Config(env="pendulum", pixels=True, image_size=32, env_steps=100_000,
                      prefill=1000, chunk_steps=1000, train_every=5, batch_size=16, seq_len=32),
+    # DreamerV3's learning side as its current defaults have it (danijar/dreamerv3 main,
+    # dreamerv3/configs.yaml `agent:` keys named per value) with the CPU-sized networks of
+    # "pendulum" (V3's smallest, size1m for dmc_proprio, is rssm deter 512, hidden 64, stoch
+    # 32, classes 4, MLPs 3 x 64 units, not in rssm.PRESETS) and its train ratio (V3:
+    # dmc_proprio run.train_ratio 1024, i.e. train_every 1 here). V3's replay windows also
+    # cross episode boundaries (per-step is_first); that comes with the replay branch. Not
+    # taken over: the replay-value gradient into the world model (V3 `repval_grad: True`;
+    # here the world model and the actor-critic are separate updates) and V3's unclipped
+    # actions (its env clips; here the model sees clipped ones and REINFORCE scores those).
+    "dreamerv3": Config(
+        env="pendulum", env_steps=50_000, prefill=1000, chunk_steps=1000, train_every=5,
+        batch_size=16,                   # batch_size: 16
+        seq_len=64,                      # batch_length: 64
+        imag_starts=None,                # imag_last: 0 (imagine from every replayed state)
+        model_lr=4e-5,                   # opt.lr: 4e-5
+        model_optimizer="laprop",        # opt (agc, eps, beta1, beta2, momentum, warmup)
+        actor_critic=im.ActorCriticConfig(
+            horizon=15,                  # imag_length: 15
+            discount=1.0 - 1.0 / 333,    # horizon: 333 (with contdisc: True)
+            lambda_=0.95,                # imag_loss.lam, repl_loss.lam: 0.95
+            actor_lr=4e-5,               # opt.lr: 4e-5 (one optimizer for everything)
+            critic_lr=4e-5,              # opt.lr: 4e-5
+            optimizer="laprop",          # opt: eps 1e-20, beta1 0.9, beta2 0.999, momentum
+            agc=0.3,                     # opt.agc: 0.3
+            warmup=1000,                 # opt.warmup: 1000
+            entropy_scale=3e-4,          # imag_loss.actent: 3e-4
+            actor_grad="reinforce",      # V3's policy loss is REINFORCE for every action space
+            return_critic="fast",        # imag_loss.slowtar: False
+            slow_reg=1.0,                # imag_loss.slowreg, repl_loss.slowreg: 1.0
+            slow_critic_decay=0.98,      # slowvalue.rate: 0.02, every: 1
+            return_norm_decay=0.99,      # retnorm.rate: 0.01 (impl: perc, debias: False)
+            return_norm_low=5.0,         # retnorm.perclo: 5.0
+            return_norm_high=95.0,       # retnorm.perchi: 95.0
+            return_norm_limit=1.0,       # retnorm.limit: 1.0
+            weights="discounted",        # imag_loss weight = cumprod(disc * con) / disc
+            replay_scale=0.3,            # loss_scales.repval: 0.3 (repval_loss: True)
+            min_std=0.1, max_std=1.0)),  # policy.minstd: 0.1, policy.maxstd: 1.0
     # DreamerV3 "S"-like sizes for accelerators.
     "large": Config(env="pendulum", env_steps=100_000, prefill=2500, chunk_steps=2500,
                     train_every=2, world_model=rssm.PRESETS["large"]),
@@ -157,8 +199,12 @@ def make_parts(config: Config) -> Parts:
     obs_shape = (env.observation_size,)
   wm = rssm.make_world_model(obs_shape, env.action_size, config=config.world_model)
   ac = im.make_actor_critic(wm.feature_size, env.action_size, config=config.actor_critic)
-  opt = optax.chain(optax.clip_by_global_norm(config.model_grad_clip),
-                    optax.adam(config.model_lr, eps=1e-8))
+  if config.model_optimizer == "laprop":
+    opt = im.laprop(config.model_lr, agc=config.actor_critic.agc,
+                    warmup=config.actor_critic.warmup)
+  else:
+    opt = optax.chain(optax.clip_by_global_norm(config.model_grad_clip),
+                      optax.adam(config.model_lr, eps=1e-8))
   return Parts(env=env, world_model=wm, actor_critic=ac, model_opt=opt)
 
 
@@ -247,6 +293,21 @@ def init(key: PRNGKey, config: Config, parts: Parts | None = None) -> State:
                updates=jnp.zeros((), jnp.int32))
 
 
+def _replayed(wm: rssm.WorldModel, post: rssm.RSSMState, window: Transition,
+              start_index: jax.Array | None) -> im.Replayed:
+  """The replayed posterior trajectories [B, L + 1] for the replay-value loss: step t + 1
+  follows transition t of the window (its reward, 1 - terminated, and terminated or truncated
+  as `last`); step 0 has no transition into it."""
+  B = window.reward.shape[0]
+  pad = lambda x, v: jnp.concatenate([jnp.full((B, 1), v, x.dtype), x], 1)
+  terminated = window.terminated.astype(jnp.float32)
+  ended = jnp.logical_or(window.terminated > 0, window.truncated > 0)
+  return im.Replayed(feat=jax.lax.stop_gradient(wm.features(post)),
+                     reward=pad(window.reward.astype(jnp.float32), 0.0),
+                     cont=pad(1.0 - terminated, 1.0), last=pad(ended, False),
+                     start_index=start_index)
+
+
 def make_train_step(config: Config, parts: Parts):
   """`train_step(model_params, model_opt, ac_state, buffer, key) -> (model_params, model_opt,
   ac_state, metrics)`: one world-model update and one actor-critic update in imagination."""
@@ -265,6 +326,7 @@ def make_train_step(config: Config, parts: Parts):
     start = jax.tree.map(lambda x: jax.lax.stop_gradient(x.reshape((-1,) + x.shape[2:])),
                          aux.post)                                  # [B * (L + 1), ...]
     n = config.batch_size * (config.seq_len + 1)
+    idx = None
     if config.imag_starts is not None and config.imag_starts < n:
       idx = jax.random.permutation(start_key, n)[:config.imag_starts]
       start = jax.tree.map(lambda x: x[idx], start)                # [imag_starts, ...]
@@ -273,9 +335,13 @@ def make_train_step(config: Config, parts: Parts):
       states, actions = wm.imagine(frozen, k, start, policy_fn, horizon)
       feat = wm.features(states)                                    # [N, H + 1, F]
       return im.Imagined(feat=feat, action=actions, reward=wm.reward(frozen, feat[:, 1:]),
-                         cont=wm.cont(frozen, feat[:, 1:]))
+                         cont=wm.cont(frozen, feat[:, 1:]),
+                         start_cont=wm.cont(frozen, feat[:, 0]))
 
-    new_ac, ac_metrics = ac.update(ac_state, imag_key, imagine_fn)
+    replay = None
+    if config.actor_critic.replay_scale > 0:
+      replay = _replayed(wm, aux.post, window, idx)
+    new_ac, ac_metrics = ac.update(ac_state, imag_key, imagine_fn, replay)
     # Without a valid window (cannot happen after a prefill >= seq_len) nothing changes.
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(valid, n, o), new, old)
     metrics = {**{f"model/{k.removeprefix('wm_')}": v for k, v in aux.metrics.items()},
