@@ -261,7 +261,8 @@ def test_tiny_run_follows_schedule_and_counts(tiny_run):
   # buffer, and the mean length is their number per rollout.
   k = np.broadcast_to(np.array([1, 2, 4, 4])[:, None], (4, 2))
   transitions = history["rollout/transitions"]                   # mean over an epoch's refits
-  assert np.all(transitions <= TINY.rollout_batch * k) and np.all(transitions > 0.5 * TINY.rollout_batch * k)
+  assert np.all(transitions <= TINY.rollout_batch * k)
+  assert np.all(transitions > 0.5 * TINY.rollout_batch * k)
   np.testing.assert_allclose(history["rollout/mean_length"], transitions / TINY.rollout_batch)
   refits = TINY.epoch_length // TINY.model_train_every
   np.testing.assert_array_equal(state.model_buffer.total_added, refits * transitions.sum(0))
@@ -281,7 +282,7 @@ def test_tiny_run_follows_schedule_and_counts(tiny_run):
 def test_mbpo_learns_to_balance_the_cart_pole(tiny_run):
   """The deterministic evaluation return of the last two epochs, per seed, is at least three
   times the uniformly random policy's mean return (about 27 of 200). With every SAC learning
-  rate set to 0 the same run evaluates 25-40, and this fails."""
+  rate set to 1e-12 (0 is refused) the same run evaluated 30.5 and 31.75, and this failed."""
   _, history, _, _ = tiny_run
   env = envs.make(TINY.env, episode_length=TINY.episode_length)
   random_returns = acting.evaluate(env, acting.uniform_random(env.action_size),
