@@ -45,7 +45,7 @@ def test_script_writes_config_metrics_and_plot(tmp_path):
 def test_presets_and_overrides():
   args = mbpo_script.parse(["--preset", "hopper", "--env-steps", "30000"])
   assert args.config.env == "hopper" and args.config.env_steps == 30000
-  assert args.config.rollout.schedule == (20, 100, 1, 15)
+  assert args.config.rollout.schedule == (20, 150, 1, 15)
   assert args.config.epochs == 25
   args = mbpo_script.parse(["--preset", "inverted_pendulum"])
   assert args.config.epoch_length == 250 and args.config.sac.target_entropy == -0.05

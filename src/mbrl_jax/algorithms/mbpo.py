@@ -3,19 +3,24 @@ compiled call per epoch.
 
 An epoch is `epoch_length` (E) env steps, in blocks of `model_train_every` (F) steps. Each
 block starts by refitting the ensemble (7 members, 5 elites, predicting the change in
-observation and the reward) on every real transition, then starts M * F branched rollouts
-from real observations: actions from the current SAC policy, a random elite per row and step
-(`predict(mode="ts1")`), each rollout stopped by the env's known termination function and
-after k steps, k following the schedule [min_epoch, max_epoch, min_len, max_len]. The
-rollouts go into a fixed-capacity model buffer. Then F env steps, each followed by G SAC
-updates on batches that mix `real_ratio` real transitions with model transitions. After the
-E steps the policy is evaluated (deterministic actions, `eval_episodes` episodes).
+observation and the reward) on every real transition until its holdout patience runs out
+(as jannerm/mbpo and mbrl-lib do; `max_epochs` is only a safety cap), then starts M * F
+branched rollouts from real observations: actions from the current SAC policy, a random elite
+per row and step (`predict(mode="ts1")`), each rollout stopped by the env's known termination
+function and after k steps, k following the schedule [min_epoch, max_epoch, min_len,
+max_len]. The rollouts go into a fixed-capacity model buffer. Then F env steps, each followed
+by G SAC updates on batches that mix `real_ratio` real transitions with model transitions.
+After the E steps the policy is evaluated (deterministic actions, `eval_episodes` episodes).
 
-Shapes never change: k is a traced number and rollouts always run `max_len` steps with the
-steps past k masked out, so the schedule never recompiles; the model buffer is sized for
-`max_len` and SAC samples only from its newest `retain_epochs * E * M * k` slots, the amount
-mbrl-lib's buffer (re-sized each epoch) would hold. The whole epoch is a `lax.scan` of blocks,
-with no `lax.cond` on the step count, so seeds vmap without running the fit every step.
+Shapes never change and nothing is computed past k: k is a traced number, `branched_rollout`
+is a `lax.while_loop` of k model steps that appends each step's still-running rows to the
+model buffer as it goes, so a growing k never recompiles and costs k steps, not max_len. The
+model buffer holds `retain_epochs * (E / F) * M * F * k_max` transitions, k_max the largest k
+this run's epochs reach (`Config.max_rollout_length`), and SAC samples only from its newest
+`retain_epochs * E * M * k` slots, the amount mbrl-lib's buffer (re-sized each epoch) would
+hold. The whole epoch is a `lax.scan` of blocks, with no `lax.cond` on the step count, so
+seeds vmap without running the fit every step (the fit's and the rollout's loops run, under
+vmap, until the last seed is done).
 
 `make(config)` returns the `Algorithm` that `mbrl_jax.run.train` drives; `make(config,
 use_model=False)` is model-free SAC on the same loop (`mbrl_jax.algorithms.sac`).
@@ -25,7 +30,7 @@ Example (minutes of CPU, so skipped here):
   >>> keys = jnp.stack([jax.random.key(s) for s in range(3)])
   >>> state, history = run.train(make(PRESETS["inverted_pendulum"]), keys)  # doctest: +SKIP
   >>> history["eval/return"].shape                                          # doctest: +SKIP
-  (39, 3)
+  (80, 3)
 """
 
 from __future__ import annotations
@@ -157,6 +162,15 @@ def _make_sac(s: SACConfig, obs_size: int, action_size: int) -> sac_lib.SAC:
       normalize_observations=s.normalize_observations)
 
 
+# The model fit of the paper presets and `Config`'s default: jannerm/mbpo's
+# (`mbpo/models/constructor.py`, `BNN.train` as `mbpo/algorithms/mbpo.py::_train_model` calls
+# it), run until the holdout patience runs out. See the table beside PRESETS for each value.
+MBPO_FIT = models.FitConfig(
+    learning_rate=1e-3, weight_decay=(2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4), batch_size=256,
+    max_epochs=1000, holdout_ratio=0.2, max_holdout=5000, patience=6, improvement_threshold=0.01,
+    weight_decay_mode="l2", normalize_targets=False)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   """An MBPO run.
@@ -188,9 +202,7 @@ class Config:
   episode_length: int | None = None
   eval_episodes: int = 5
   model: ModelConfig = ModelConfig()
-  fit: models.FitConfig = models.FitConfig(
-      learning_rate=1e-3, weight_decay=5e-5, batch_size=256, max_epochs=25, holdout_ratio=0.2,
-      patience=5)
+  fit: models.FitConfig = MBPO_FIT
   rollout: RolloutConfig = RolloutConfig()
   sac: SACConfig = SACConfig()
 
@@ -209,6 +221,11 @@ class Config:
     if self.episode_length is not None:
       checks.positive_int(self, "episode_length")
     checks.in_range(self, "real_ratio", 0.0, 1.0)
+    decay = self.fit.weight_decay
+    if isinstance(decay, tuple) and len(decay) != len(self.model.hidden_sizes) + 1:
+      checks.fail(self, "fit", f"has {len(decay)} per-layer weight decays; the model has "
+                  f"{len(self.model.hidden_sizes) + 1} dense layers (hidden_sizes "
+                  f"{self.model.hidden_sizes} and the output layer)")
     if self.model.num_elites > self.rollout_batch:
       checks.fail(self, "rollout", f"gives fewer rollouts ({self.rollout_batch}) than elites "
                   f"({self.model.num_elites})")
@@ -227,10 +244,16 @@ class Config:
     return self.rollout.rollouts_per_step * self.model_train_every
 
   @property
+  def max_rollout_length(self) -> int:
+    """The largest k this run's epochs reach: `rollout_length(schedule, epochs - 1)`."""
+    return _length_at(self.rollout.schedule, self.epochs - 1)
+
+  @property
   def model_capacity(self) -> int:
-    """Model-buffer slots: every rollout step of `retain_epochs` epochs at max_len."""
+    """Model-buffer slots: every rollout step of `retain_epochs` epochs at the largest k the
+    run reaches (`max_rollout_length`), what SAC's window can ask for at most."""
     refits = self.epoch_length // self.model_train_every
-    return self.rollout_batch * self.rollout.schedule[3] * refits * self.rollout.retain_epochs
+    return self.rollout_batch * self.max_rollout_length * refits * self.rollout.retain_epochs
 
   @property
   def real_batch(self) -> int:
@@ -238,23 +261,88 @@ class Config:
     return int(round(self.real_ratio * self.sac.batch_size))
 
 
-# The presets follow the MBPO paper (Janner et al. 2019, appendix C): E = 1000 (250 for
-# InvertedPendulum), F = 250, M = 400, 7 members of 4 x 200 with 5 elites, real_ratio 0.05, and
-# per env the rollout schedule, G and the target entropy below. Checked against mbrl-lib's
-# `mbpo_*.yaml` overrides, which differ in: hopper's schedule (20, 150, 1, 15) against the
-# paper's (20, 100, 1, 15); InvertedPendulum with G = 10 and a fixed alpha of 0.3; walker2d's
-# model lr 3e-4 and weight decay 2e-5; halfcheetah's weight decay 2e-5 and patience 1; and
-# per-env SAC learning rates and update intervals (the presets keep the paper's one set: Adam
-# 3e-4, tau 0.005, every update; `SACConfig.actor_update_every` / `target_update_every` express
-# mbrl-lib's, e.g. hopper: --sac.actor-lr 3e-5 --sac.target-update-every 4 --fit.patience 10
-# --rollout.schedule 20 150 1 15, which did not do better on one 22k-step hopper run). The SAC
-# networks are 2 x 256 in both. `SACConfig.normalize_observations` (Brax's SAC standardises its
-# inputs) is off here: it lifted our model-free SAC on Brax halfcheetah from -74 at 30k env
-# steps to 589-3616 between 25k and 30k, but MBPO with it was not better on one hopper run
-# (to 19k) or one halfcheetah run (797 against 1482 at 25k). Brax's envs force no change
-# beyond the observation (`mbrl_jax.envs.registry`: root x position included, hopper's
-# velocities unclipped) so that rewards and terminations are functions of (obs, action,
-# next_obs).
+# Where each value of the paper presets (inverted_pendulum, hopper, walker2d, halfcheetah; not
+# quick) comes from. "MBPO" is jannerm/mbpo at ac694ff: `examples/config/<env>/0.py` (cfg),
+# `examples/development/variants.py` (var), `mbpo/models/constructor.py` and `bnn.py`,
+# `softlearning/algorithms/sac.py`. "mbrl-lib" is facebookresearch/mbrl-lib at 3f93ccc:
+# `mbrl/examples/conf/overrides/mbpo_<env>.yaml` (ovr), `conf/algorithm/mbpo.yaml` (alg),
+# `conf/dynamics_model/gaussian_mlp_ensemble.yaml` (dyn). Where they differ, the presets
+# follow MBPO (the paper's code) unless said otherwise.
+#
+# Each field: the preset's value; MBPO's; mbrl-lib's ("same" where it agrees).
+#   epoch_length E: 1000 (IP 250). MBPO cfg epoch_length. mbrl-lib ovr epoch_length: same.
+#   init_exploration_steps: 5000 (IP 500) uniformly random actions. MBPO var MBPO
+#     n_initial_exploration_steps 5000, cfg IP 500, UniformPolicy (examples/development/
+#     main.py). mbrl-lib alg initial_exploration_steps 5000 (IP too), acting with SAC.
+#   env_steps (exploration included): hopper 125k, walker2d 300k, halfcheetah 400k (mbrl-lib
+#     ovr num_steps, which counts after the exploration); IP 20.5k (MBPO cfg n_epochs 80:
+#     500 + 80 x 250). MBPO var n_epochs elsewhere runs 1000-3000 epochs (until stopped).
+#   model_train_every F: 250, refit at the start of each block. MBPO cfg model_train_freq,
+#     same. mbrl-lib ovr freq_train_model 250, refit after the block's last step.
+#   updates_per_step G: hopper 20, walker2d 20, halfcheetah 40, IP 10. MBPO cfg
+#     n_train_repeat, same. mbrl-lib ovr num_sac_updates_per_step 40, 20, 10, 10.
+#   real_ratio: 0.05. MBPO cfg real_ratio, same. mbrl-lib alg real_data_ratio 0.0.
+#   eval_episodes: 5, ours (steadier curves; learning is unchanged). MBPO cfg
+#     eval_n_episodes 1. mbrl-lib alg num_eval_episodes 1.
+#   model.num_members / num_elites: 7 / 5. MBPO cfg num_networks / num_elites, same.
+#     mbrl-lib dyn ensemble_size 7, ovr num_elites 5, same.
+#   model.hidden_sizes, activation: 4 x 200, silu. MBPO constructor.py: 4 FC(200, swish),
+#     same. mbrl-lib dyn num_layers 4, hid_size 200, SiLU, same.
+#   model.learn_logvar_bounds: True. MBPO bnn.py trains max/min_logvar (0.01 penalty).
+#     mbrl-lib dyn learn_logvar_bounds false.
+#   fit.learning_rate: 1e-3. MBPO constructor.py Adam 0.001. mbrl-lib ovr model_lr, same.
+#   fit.weight_decay: per layer 2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4 (output layer last).
+#     MBPO constructor.py FC(weight_decay=...), same. mbrl-lib ovr model_wd 1e-5, all layers.
+#   fit.weight_decay_mode: "l2". MBPO fc.py adds wd * l2_loss(W) = wd / 2 |W|^2 to the loss;
+#     mbrl-lib torch Adam(weight_decay) adds wd * W to the gradient: both are this mode.
+#   fit.batch_size: 256. MBPO _train_model batch_size=256. mbrl-lib ovr model_batch_size.
+#   fit.holdout_ratio: 0.2. MBPO holdout_ratio=0.2. mbrl-lib ovr validation_ratio 0.2.
+#   fit.max_holdout: 5000. MBPO BNN.train max_logging=5000. mbrl-lib: no cap.
+#   fit.patience: 6. MBPO max_epochs_since_update=5, and BNN._save_best stops when more than
+#     5 epochs passed without improvement, i.e. after 6; ours stops after `patience`.
+#     mbrl-lib ovr patience 5 (walker 10), stopping after that many.
+#   fit.improvement_threshold: 0.01 relative. MBPO _save_best 0.01. mbrl-lib ModelTrainer
+#     improvement_threshold 0.01.
+#   fit.max_epochs: 1000, a safety cap (fits end on patience). MBPO max_epochs=None.
+#     mbrl-lib num_epochs_train_model unset (None).
+#   fit.normalize_targets: False (inputs standardised only). MBPO bnn.py scaler.fit(inputs).
+#     mbrl-lib alg normalize: the model's input normaliser. Same.
+#   fit.bootstrap: True, redrawn every epoch. MBPO draws each member's rows once per fit and
+#     reshuffles them each epoch (a difference of method, kept).
+#   rollout.schedule: hopper (20, 150, 1, 15), walker2d and halfcheetah (20, 150, 1, 1), IP
+#     (1, 15, 1, 1). MBPO cfg rollout_schedule, same (the paper's appendix table gives hopper
+#     20 -> 100; both codes use 150). mbrl-lib ovr rollout_schedule, same. k of epoch e is
+#     mbrl-lib's truncated_linear(..., e + 1); MBPO's _set_rollout_length uses e itself.
+#   rollout.rollouts_per_step M: 400, M F = 100,000 per refit. MBPO cfg rollout_batch_size
+#     100e3, same. mbrl-lib ovr effective_model_rollouts_per_step 400, same.
+#   rollout.retain_epochs: 1. MBPO cfg model_retain_epochs 1. mbrl-lib ovr
+#     num_epochs_to_retain_sac_buffer 1.
+#   sac.hidden_sizes: 256, 256. MBPO var M = 256 (policy and Q). mbrl-lib ovr
+#     sac_hidden_size 512 (walker 1024, IP 256).
+#   sac.actor_lr, critic_lr, alpha_lr: 3e-4. MBPO var lr 3e-4 (sac.py: policy and Q; alpha
+#     with the policy's). mbrl-lib ovr sac_lr 3e-4 (walker 1e-4).
+#   sac.gamma, tau: 0.99, 0.005. MBPO cfg discount, tau. mbrl-lib ovr sac_gamma, sac_tau.
+#   sac.target_update_every: 1. MBPO var target_update_interval 1. mbrl-lib ovr
+#     sac_target_update_interval 4 (hopper, walker), else 1.
+#   sac.actor_update_every: 1. Both update the actor on every update.
+#   sac.init_alpha, learn_alpha: 1.0, learned. MBPO sac.py log_alpha starts at 0, learned.
+#     mbrl-lib: fixed 0.2 on hopper and walker, learned on IP and halfcheetah.
+#   sac.target_entropy: hopper -1, walker2d -3, halfcheetah -3, IP -0.05. MBPO cfg
+#     target_entropy, same. mbrl-lib ovr sac_target_entropy -1 where alpha is learned.
+#   sac.batch_size: 256. MBPO var sampler batch_size 256. mbrl-lib ovr sac_batch_size 256.
+#   sac.normalize_observations: False. Neither standardises SAC's inputs.
+#   episode_length: the env's 1000. MBPO var max_path_length 1000; mbrl-lib gym's limit.
+#
+# Changed here (before: 25 / 20 fit epochs at most, weight decay 5e-5 on every layer, patience
+# 5, no holdout cap, standardised targets; hopper's schedule (20, 100, 1, 15), the paper's
+# appendix table, where both codes use (20, 150, 1, 15); inverted_pendulum G = 20, 250
+# exploration steps and 10k env steps, where MBPO's config has 10, 500 and 20.5k).
+# `SACConfig.normalize_observations` (Brax's SAC standardises its inputs) stays off: it lifted
+# our model-free SAC on Brax halfcheetah from -74 at 30k env steps to 589-3616 between 25k and
+# 30k, but MBPO with it was not better on one hopper run (to 19k) or one halfcheetah run (797
+# against 1482 at 25k). Brax's envs force no change beyond the observation
+# (`mbrl_jax.envs.registry`: root x position included, hopper's velocities unclipped) so that
+# rewards and terminations are functions of (obs, action, next_obs).
 PRESETS: dict[str, Config] = {
     # A minute or two on a 2-core CPU: our pendulum, small networks, short rollouts (not a
     # paper setting; for trying the loop).
@@ -267,35 +355,34 @@ PRESETS: dict[str, Config] = {
         rollout=RolloutConfig(schedule=(1, 5, 1, 3), rollouts_per_step=20, retain_epochs=1),
         sac=SACConfig(hidden_sizes=(64, 64), actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3,
                       batch_size=128)),
-    # MBPO's InvertedPendulum settings (E = 250, k = 1, M = 400, G = 20, target entropy -0.05),
-    # with a shorter model fit (at most 20 epochs).
+    # MBPO's InvertedPendulum: E = 250, 500 random steps, 80 epochs, k = 1, G = 10, target
+    # entropy -0.05.
     "inverted_pendulum": Config(
-        env="inverted_pendulum", env_steps=10_000, epoch_length=250, init_exploration_steps=250,
-        model_train_every=250, updates_per_step=20, real_ratio=0.05,
-        fit=models.FitConfig(learning_rate=1e-3, weight_decay=5e-5, batch_size=256,
-                             max_epochs=20, holdout_ratio=0.2, patience=5),
+        env="inverted_pendulum", env_steps=20_500, epoch_length=250, init_exploration_steps=500,
+        model_train_every=250, updates_per_step=10, real_ratio=0.05, fit=MBPO_FIT,
         rollout=RolloutConfig(schedule=(1, 15, 1, 1), rollouts_per_step=400, retain_epochs=1),
         sac=SACConfig(target_entropy=-0.05)),
-    # MBPO's Hopper: k from 1 to 15 over epochs 20..100, G = 20, target entropy -1.
+    # MBPO's Hopper: k from 1 to 15 over epochs 20..150, G = 20, target entropy -1.
     "hopper": Config(
         env="hopper", env_steps=125_000, epoch_length=1000, init_exploration_steps=5000,
-        model_train_every=250, updates_per_step=20, real_ratio=0.05,
-        rollout=RolloutConfig(schedule=(20, 100, 1, 15), rollouts_per_step=400, retain_epochs=1),
+        model_train_every=250, updates_per_step=20, real_ratio=0.05, fit=MBPO_FIT,
+        rollout=RolloutConfig(schedule=(20, 150, 1, 15), rollouts_per_step=400, retain_epochs=1),
         sac=SACConfig(target_entropy=-1.0)),
     # MBPO's Walker2d: k = 1, G = 20, target entropy -3.
     "walker2d": Config(
         env="walker2d", env_steps=300_000, epoch_length=1000, init_exploration_steps=5000,
-        model_train_every=250, updates_per_step=20, real_ratio=0.05,
+        model_train_every=250, updates_per_step=20, real_ratio=0.05, fit=MBPO_FIT,
         rollout=RolloutConfig(schedule=(20, 150, 1, 1), rollouts_per_step=400, retain_epochs=1),
         sac=SACConfig(target_entropy=-3.0)),
     # MBPO's HalfCheetah: k = 1, G = 40, target entropy -3.
     "halfcheetah": Config(
         env="halfcheetah", env_steps=400_000, epoch_length=1000, init_exploration_steps=5000,
-        model_train_every=250, updates_per_step=40, real_ratio=0.05,
+        model_train_every=250, updates_per_step=40, real_ratio=0.05, fit=MBPO_FIT,
         rollout=RolloutConfig(schedule=(20, 150, 1, 1), rollouts_per_step=400, retain_epochs=1),
         sac=SACConfig(target_entropy=-3.0)),
 }
-"""The MBPO paper's settings per env (Janner et al. 2019, appendix C; mbrl-lib's mbpo configs).
+"""The MBPO code's settings per env (jannerm/mbpo; see the table above for each value's
+source and where mbrl-lib differs).
 
 What Brax forces: its hopper/walker2d/halfcheetah observations here include the root x
 position (`mbrl_jax.envs.make` sets exclude_current_positions_from_observation=False so the
@@ -315,17 +402,64 @@ def check_model_run(config: Config) -> None:
                 "real data")
 
 
+def _length_at(schedule: tuple[int, int, int, int], epoch: int) -> int:
+  """`rollout_length` in Python integers, for static sizes (the same exact arithmetic)."""
+  min_epoch, max_epoch, min_len, max_len = schedule
+  x = epoch + 1
+  if x <= min_epoch:
+    return min_len
+  if x >= max_epoch:
+    return max_len
+  return min_len + (x - min_epoch) * (max_len - min_len) // (max_epoch - min_epoch)
+
+
 def rollout_length(schedule: tuple[int, int, int, int], epoch: jax.Array | int) -> jax.Array:
-  """k for the 0-based `epoch`: mbrl-lib's truncated_linear(*schedule, epoch + 1).
+  """k for the 0-based `epoch`: mbrl-lib's int(truncated_linear(*schedule, epoch + 1)).
+
+  min_len up to x = epoch + 1 = min_epoch, then min_len + (x - min_epoch) * (max_len -
+  min_len) / (max_epoch - min_epoch) truncated, max_len from max_epoch on; in integer
+  arithmetic, so a length that is an exact integer is never truncated one below it by
+  rounding. (jannerm/mbpo's `_set_rollout_length` uses the 0-based epoch itself: its k rises
+  one epoch later.)
 
   Returns:
     int32 [] (traced when `epoch` is).
   """
   min_epoch, max_epoch, min_len, max_len = schedule
-  x = jnp.asarray(epoch, jnp.float32) + 1.0
-  frac = jnp.clip((x - min_epoch) / max(max_epoch - min_epoch, 1e-9), 0.0, 1.0)
-  y = jnp.where(x <= min_epoch, float(min_len), min_len + frac * (max_len - min_len))
-  return jnp.floor(y + 1e-6).astype(jnp.int32)
+  x = jnp.asarray(epoch, jnp.int32) + 1
+  rising = min_len + (x - min_epoch) * (max_len - min_len) // max(max_epoch - min_epoch, 1)
+  k = jnp.where(x <= min_epoch, min_len, jnp.where(x >= max_epoch, max_len, rising))
+  return k.astype(jnp.int32)
+
+
+@jax.custom_batching.custom_vmap
+def _largest_over_seeds(x: jax.Array) -> jax.Array:
+  """`x` itself; under `jax.vmap`, its largest value over the mapped axis, left unbatched.
+
+  A `lax.while_loop` whose predicate is batched (differs per seed, or merely could) runs a
+  `select` over its whole carry at every iteration under vmap, the model buffer included; an
+  unbatched bound keeps the loop's body vmapped as written. Each seed still masks its own
+  steps, so the extra iterations a shorter seed sees write nothing.
+  """
+  return x
+
+
+@_largest_over_seeds.def_vmap
+def _largest_over_seeds_vmap(axis_size, in_batched, x):
+  del axis_size
+  return (jnp.max(x, axis=0) if in_batched[0] else x), False
+
+
+class RolloutStats(NamedTuple):
+  """What one `branched_rollout` wrote.
+
+  Attributes:
+    transitions: valid model transitions written to the buffer.     # [] int32
+    reward_sum: the sum of their rewards.                           # [] float32
+  """
+
+  transitions: jax.Array
+  reward_sum: jax.Array
 
 
 def branched_rollout(
@@ -335,13 +469,19 @@ def branched_rollout(
     key: PRNGKey,
     start_obs: jax.Array,
     length: jax.Array | int,
-    max_length: int,
-) -> tuple[Transition, jax.Array]:
-  """Model rollouts of `length` <= `max_length` steps from the rows of `start_obs`.
+    buffer: buffer_lib.BufferState,
+) -> tuple[buffer_lib.BufferState, RolloutStats]:
+  """Model rollouts of `length` (k) steps from the rows of `start_obs`, written into `buffer`.
 
-  A rollout stops after the step on which `termination_fn` fires (that transition is kept,
-  with terminated = 1) or after `length` steps, whichever comes first; later steps are still
-  computed (fixed shapes) but marked invalid.
+  The loop runs k steps (a `lax.while_loop` with k traced: a new k never recompiles), and
+  stops early once every row has terminated. Step t acts with `policy`, predicts with
+  `predict` (keys `fold_in(key, t)` split in two, for the policy and the model), and appends
+  that step's rows that are still running to `buffer` (`add_masked`: step-major, rows in
+  order, as MBPO adds each step's batch to its model pool). A row's rollout ends after the
+  step on which `termination_fn` fires (that transition is kept, terminated = 1) or after k
+  steps. Under `jax.vmap` over seeds, the loop runs to the largest k and last termination of
+  any seed, each seed writing only its own steps, so every seed's result equals its
+  unbatched one. Costs k model steps of N rows, not a static maximum.
 
   Args:
     predict: `predict(key, obs [N, O], action [N, A]) -> ModelStep` with a reward.
@@ -349,30 +489,40 @@ def branched_rollout(
     termination_fn: `(obs, action, next_obs) -> [N]` float 1.0 / 0.0.
     key: PRNG key.
     start_obs: [N, O] real observations to branch from.
-    length: k, steps to keep (traced is fine).
-    max_length: static number of steps computed.
+    length: k, steps per rollout (traced is fine).
+    buffer: a `Transition` buffer (`mbrl_jax.data`); rows past its capacity overwrite the
+      oldest (ring).
 
   Returns:
-    (transitions [max_length, N, ...], valid [max_length, N] bool).
+    (buffer with the valid transitions appended, RolloutStats).
   """
   n = start_obs.shape[0]
+  length = jnp.asarray(length, jnp.int32)
+  bound = _largest_over_seeds(length)
 
-  def step(carry, xs):
-    obs, alive = carry
-    t, k = xs
-    k_act, k_model = jax.random.split(k)
+  def cond(carry):
+    t, _, alive, _, _ = carry
+    return (t < bound) & _largest_over_seeds(jnp.any(alive))
+
+  def body(carry):
+    t, obs, alive, buf, stats = carry
+    k_act, k_model = jax.random.split(jax.random.fold_in(key, t))
     action = policy(k_act, obs)
     out = predict(k_model, obs, action)
     done = termination_fn(obs, action, out.next_obs).astype(jnp.float32)
     valid = alive & (t < length)
-    tr = Transition(obs=obs, action=action, reward=out.reward.astype(jnp.float32),
-                    next_obs=out.next_obs, terminated=done, truncated=jnp.zeros((n,)))
-    return (out.next_obs, valid & (done < 0.5)), (tr, valid)
+    reward = out.reward.astype(jnp.float32)
+    tr = Transition(obs=obs, action=action, reward=reward, next_obs=out.next_obs,
+                    terminated=done, truncated=jnp.zeros((n,)))
+    buf = buffer_lib.add_masked(buf, tr, valid)
+    stats = RolloutStats(transitions=stats.transitions + valid.sum(dtype=jnp.int32),
+                         reward_sum=stats.reward_sum + jnp.sum(jnp.where(valid, reward, 0.0)))
+    return t + 1, out.next_obs, valid & (done < 0.5), buf, stats
 
-  init = (start_obs.astype(jnp.float32), jnp.ones((n,), bool))
-  _, (transitions, valid) = jax.lax.scan(
-      step, init, (jnp.arange(max_length), jax.random.split(key, max_length)))
-  return transitions, valid
+  init = (jnp.asarray(0, jnp.int32), start_obs.astype(jnp.float32), jnp.ones((n,), bool),
+          buffer, RolloutStats(jnp.asarray(0, jnp.int32), jnp.asarray(0.0, jnp.float32)))
+  _, _, _, buffer, stats = jax.lax.while_loop(cond, body, init)
+  return buffer, stats
 
 
 class State(NamedTuple):
@@ -475,7 +625,6 @@ def make_step(config: Config, parts: Parts | None = None, *,
   B = config.sac.batch_size
   n_real = B if not use_model else config.real_batch
   n_model = B - n_real
-  max_len = config.rollout.schedule[3] if use_model else 0
   refits = config.epoch_length // config.model_train_every
 
   def sac_batch(state: State, key: PRNGKey, window: jax.Array) -> Transition:
@@ -518,10 +667,8 @@ def make_step(config: Config, parts: Parts | None = None, *,
       start = buffer_lib.sample(state.real, start_key, config.rollout_batch).obs
       predict = lambda kk, obs, a: parts.ensemble.predict(params, kk, obs, a, mode="ts1")
       policy = lambda kk, obs: sac.act(state.sac.params, obs, kk)
-      rolls, valid = branched_rollout(predict, policy, parts.termination_fn, roll_key, start,
-                                      k, max_len)
-      flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), rolls)
-      model_buffer = buffer_lib.add_masked(state.model_buffer, flat, valid.reshape(-1))
+      model_buffer, stats = branched_rollout(predict, policy, parts.termination_fn, roll_key,
+                                             start, k, state.model_buffer)
       window = (config.rollout.retain_epochs * refits * config.rollout_batch * k).astype(
           jnp.int32)
       state = state._replace(fit_state=fit_state, model_buffer=model_buffer, key=key)
@@ -531,10 +678,9 @@ def make_step(config: Config, parts: Parts | None = None, *,
           "model/train_loss": jnp.nanmean(fit_metrics.train_loss[last]),
           "model/epochs": fit_metrics.epochs,
           "nonfinite/model_fit": fit_metrics.nonfinite_data | fit_metrics.nonfinite_loss,
-          "rollout/transitions": valid.sum(),
-          "rollout/mean_length": valid.sum() / config.rollout_batch,
-          "rollout/reward": (jnp.sum(jnp.where(valid, rolls.reward, 0.0))
-                             / jnp.maximum(valid.sum(), 1))}
+          "rollout/transitions": stats.transitions,
+          "rollout/mean_length": stats.transitions / config.rollout_batch,
+          "rollout/reward": stats.reward_sum / jnp.maximum(stats.transitions, 1)}
     (state, _, episodes), sac_metrics = jax.lax.scan(
         env_step, (state, window, episodes), None, length=config.model_train_every)
     sac_metrics = {f"sac/{k}": jnp.mean(v) for k, v in sac_metrics.items()}

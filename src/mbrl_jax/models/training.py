@@ -61,7 +61,10 @@ class FitConfig:
   Attributes:
     learning_rate: Adam step size.
     weight_decay: weight decay on the dense kernels (not the biases or log-variance bounds);
-      0 disables it. How it acts is `weight_decay_mode`'s choice.
+      0 disables it. One rate for every layer, or a tuple of one rate per dense layer, input
+      layer first (MBPO's ensemble uses 2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4 for its 4 hidden
+      layers and the output layer); `make_trainer` checks the tuple's length against the
+      ensemble. How it acts is `weight_decay_mode`'s choice.
     weight_decay_mode: "l2" adds weight_decay * w to each kernel's gradient before Adam's
       moments (an L2 penalty weight_decay / 2 * |w|^2 on the loss; torch's
       `Adam(weight_decay=...)`, as mbrl-lib uses it); "decoupled" shrinks kernels by
@@ -70,6 +73,9 @@ class FitConfig:
     batch_size: rows per member per gradient step.
     max_epochs: upper bound on epochs per fit.
     holdout_ratio: fraction of the valid rows held out for early stopping and elite choice.
+    max_holdout: at most this many holdout rows (None: no cap); the rest of the valid rows
+      train. MBPO caps its holdout at 5000 rows (`max_logging` in jannerm/mbpo's
+      `BNN.train`).
     patience: stop after this many epochs in which no member improved its holdout MSE by more
       than `improvement_threshold` (relative); None trains for max_epochs.
     improvement_threshold: relative holdout improvement that counts as progress.
@@ -91,10 +97,11 @@ class FitConfig:
   """
 
   learning_rate: float = 1e-3
-  weight_decay: float = 5e-5
+  weight_decay: float | tuple[float, ...] = 5e-5
   batch_size: int = 32
   max_epochs: int = 50
   holdout_ratio: float = 0.2
+  max_holdout: int | None = None
   patience: int | None = 5
   improvement_threshold: float = 0.01
   bootstrap: bool = True
@@ -107,8 +114,11 @@ class FitConfig:
       raise ValueError(f"FitConfig.{name} {why}, got {getattr(self, name)!r}")
     if not self.learning_rate > 0:
       bad("learning_rate", "must be > 0")
-    if not self.weight_decay >= 0:
-      bad("weight_decay", "must be >= 0")
+    decays = self.weight_decay if isinstance(self.weight_decay, tuple) else (self.weight_decay,)
+    if not decays or not all(isinstance(d, (int, float)) and d >= 0 for d in decays):
+      bad("weight_decay", "must be >= 0 (one rate, or a non-empty tuple of rates)")
+    if isinstance(self.weight_decay, tuple) and self.weight_decay_mode == "decoupled":
+      bad("weight_decay", "per-layer rates need weight_decay_mode 'l2'")
     if self.weight_decay_mode not in WEIGHT_DECAY_MODES:
       bad("weight_decay_mode", f"must be one of {WEIGHT_DECAY_MODES}")
     for name in ("batch_size", "max_epochs", "eval_batch_size"):
@@ -116,6 +126,9 @@ class FitConfig:
         bad(name, "must be a positive int")
     if not 0.0 <= self.holdout_ratio < 1.0:
       bad("holdout_ratio", "must be in [0, 1)")
+    if self.max_holdout is not None and (not isinstance(self.max_holdout, int)
+                                         or self.max_holdout < 1):
+      bad("max_holdout", "must be None or a positive int")
     if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
       bad("patience", "must be None or a positive int")
     if not self.improvement_threshold >= 0:
@@ -185,14 +198,28 @@ def _kernel_mask(trainable: tuple[Any, jax.Array, jax.Array]) -> Any:
   return net_mask, False, False
 
 
+def _layer_mask(layer: int) -> Callable[[Any], Any]:
+  """A mask function: True for the kernel of dense layer `layer` (flax's "Dense_<layer>")."""
+  def mask(trainable):
+    net, lo, hi = trainable
+    net_mask = jax.tree_util.tree_map_with_path(
+        lambda path, _: (getattr(path[-1], "key", None) == "kernel" and
+                         any(getattr(p, "key", None) == f"Dense_{layer}" for p in path)), net)
+    return net_mask, False, False
+  return mask
+
+
 def _optimizer(config: FitConfig) -> optax.GradientTransformation:
   """Adam with `config`'s weight decay on the kernels (see `FitConfig.weight_decay_mode`)."""
   if config.weight_decay_mode == "decoupled":
     return optax.adamw(config.learning_rate, weight_decay=config.weight_decay, mask=_kernel_mask)
-  return optax.chain(
-      optax.masked(optax.add_decayed_weights(config.weight_decay), _kernel_mask),
-      optax.scale_by_adam(),
-      optax.scale_by_learning_rate(config.learning_rate))
+  if isinstance(config.weight_decay, tuple):
+    decay = [optax.masked(optax.add_decayed_weights(rate), _layer_mask(i))
+             for i, rate in enumerate(config.weight_decay)]
+  else:
+    decay = [optax.masked(optax.add_decayed_weights(config.weight_decay), _kernel_mask)]
+  return optax.chain(*decay, optax.scale_by_adam(),
+                     optax.scale_by_learning_rate(config.learning_rate))
 
 
 class _EpochCarry(NamedTuple):
@@ -223,6 +250,11 @@ def make_trainer(ensemble: Ensemble, config: FitConfig = FitConfig()) -> Trainer
   """Builds the fitting functions of `ensemble` under `config`."""
   spec = ensemble.spec
   E, K, B, T = spec.num_members, spec.num_elites, config.batch_size, config.max_epochs
+  if (isinstance(config.weight_decay, tuple)
+      and len(config.weight_decay) != len(spec.hidden_sizes) + 1):
+    raise ValueError(f"make_trainer: FitConfig.weight_decay has {len(config.weight_decay)} "
+                     f"per-layer rates; this ensemble has {len(spec.hidden_sizes) + 1} dense "
+                     f"layers ({len(spec.hidden_sizes)} hidden and the output layer)")
   optimizer = _optimizer(config)
 
   def init(params: EnsembleParams) -> FitState:
@@ -261,6 +293,8 @@ def make_trainer(ensemble: Ensemble, config: FitConfig = FitConfig()) -> Trainer
     order = jnp.argsort(jnp.where(valid, u, 2.0))
     n_valid = valid.sum()
     n_hold = jnp.floor(n_valid * config.holdout_ratio).astype(jnp.int32)
+    if config.max_holdout is not None:
+      n_hold = jnp.minimum(n_hold, config.max_holdout)
     n_train = n_valid - n_hold
     rank = jnp.argsort(order)
     is_hold = valid & (rank < n_hold)
