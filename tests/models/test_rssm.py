@@ -182,6 +182,38 @@ def test_imagine_rolls_the_prior_with_the_policy(vector_model):
   assert abs(float(jax.jit(jax.grad(objective))(0.5))) > 0.0
 
 
+def test_loss_resets_the_state_at_a_per_step_is_first(vector_model):
+  """A window that runs into a new episode at step k: from k on, the posteriors and every loss
+  term are those of any other window with the same steps from k (whatever came before), and
+  the steps before k still count; without is_first the prefix leaks in."""
+  wm, params = vector_model
+  w = _window(jax.random.key(6), (3,), B=2, L=6)
+  other = _window(jax.random.key(7), (3,), B=2, L=6)
+  k = 3                                               # model step k observes next_obs[:, 2]
+  # Same steps from k on; a different episode before (obs, actions, rewards).
+  mixed = jax.tree.map(lambda a, b: jnp.concatenate([a[:, :k - 1], b[:, k - 1:]], 1),
+                       other, w)
+  mixed = mixed._replace(obs=mixed.obs.at[:, k - 1].set(other.obs[:, k - 1]))
+  is_first = jnp.zeros((2, 7), bool).at[:, k].set(True)
+  loss = jax.jit(wm.loss)
+  key = jax.random.key(8)
+  _, a = loss(params, key, w, None, is_first)
+  _, b = loss(params, key, mixed, None, is_first)
+  for x, y in zip(a.post, b.post):
+    np.testing.assert_allclose(x[:, k:], y[:, k:], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(x[:, :k], y[:, :k])
+  # The reset state is the fresh one: the first step after it has the deter of a window start.
+  np.testing.assert_allclose(a.post.deter[:, k], a.post.deter[:, 0], rtol=1e-5, atol=1e-6)
+  # Without the reset, step k depends on the prefix.
+  _, c = loss(params, key, w)
+  _, d = loss(params, key, mixed)
+  assert not np.allclose(c.post.deter[:, k:], d.post.deter[:, k:])
+  # Every step counts: the loss of the two windows differs only through steps before k.
+  assert float(a.metrics["wm_loss"]) != float(b.metrics["wm_loss"])
+  with pytest.raises(ValueError, match="is_first must be"):
+    wm.loss(params, key, w, None, jnp.zeros((2, 6), bool))
+
+
 def _make_fit(wm, steps, lr=3e-3):
   """A compiled `fit(params, window, valid) -> (params, metrics [steps])` of Adam steps."""
   opt = optax.adam(lr)

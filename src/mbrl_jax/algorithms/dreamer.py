@@ -9,6 +9,13 @@ critic update), followed by `eval_episodes` deterministic evaluation episodes. T
 single `jax.jit`-compiled function with fixed shapes, so the second chunk reuses the first
 one's program, and N seeds are `jax.vmap` of it.
 
+Replay stores each observation once, as DreamerV3's does: one `Step` row per env step (the
+observation, the action taken from it, the reward of arriving at it, is_first / is_last /
+is_terminal), plus one row for each episode's final observation (`replay_rows`, added with
+`mbrl_jax.data.add_masked`, so shapes stay fixed). A window of seq_len + 1 consecutive rows
+holds the seq_len transitions the world model learns from (`window_transitions`); by default
+windows run on from one episode into the next and the RSSM resets its state at `is_first`.
+
 `make(config)` returns the `Algorithm` that `mbrl_jax.run.train` drives.
 
 Example (minutes of CPU, so skipped here):
@@ -56,8 +63,12 @@ class Config:
     train_every: env steps collected per train step (the train ratio is
       batch_size * seq_len / train_every replayed steps per env step).
     batch_size: windows per world-model batch.
-    seq_len: transitions per window.
-    buffer_capacity: replay capacity in transitions (None: env_steps).
+    seq_len: transitions per window (a window is seq_len + 1 replay rows).
+    cross_episodes: replay windows may run from one episode into the next, the RSSM
+      resetting at the new episode's first step (DreamerV3). False: each window lies within
+      one episode (ending at most at its final observation), so an episode shorter than
+      seq_len is never replayed and the steps near episode starts and ends are sampled less.
+    buffer_capacity: replay capacity in rows (None: `capacity`, enough for env_steps).
     imag_starts: at most this many posterior states of the batch start imagination, drawn
       without replacement (None: all batch_size * (seq_len + 1), as in DreamerV3; the actor-critic
       update's cost is proportional to it, and dominates a train step on a CPU).
@@ -80,6 +91,7 @@ class Config:
   train_every: int = 5
   batch_size: int = 16
   seq_len: int = 64
+  cross_episodes: bool = True
   buffer_capacity: int | None = None
   imag_starts: int | None = 256
   eval_episodes: int = 5
@@ -101,9 +113,9 @@ class Config:
     if self.num_chunks < 1:
       checks.fail(self, "env_steps", f"must leave at least one chunk of {self.chunk_steps} "
                   f"steps after the prefill of {self.prefill}, got {self.env_steps}")
-    if self.capacity < self.prefill:
-      checks.fail(self, "buffer_capacity", f"must hold the prefill ({self.prefill}), got "
-                  f"{self.capacity}")
+    if self.capacity < max(self.prefill, self.seq_len + 1):
+      checks.fail(self, "buffer_capacity", f"must hold the prefill ({self.prefill}) and a "
+                  f"window of seq_len + 1 = {self.seq_len + 1} rows, got {self.capacity}")
     if self.imag_starts is not None:
       checks.positive_int(self, "imag_starts")
     checks.in_range(self, "model_lr", 0.0, low_open=True)
@@ -119,7 +131,13 @@ class Config:
 
   @property
   def capacity(self) -> int:
-    return self.buffer_capacity or self.env_steps
+    """Replay rows: `buffer_capacity`, or by default env_steps + env_steps // episode_length:
+    one row per env step and one per episode end (its final observation), which holds the
+    whole run when episodes run to the time limit; episodes that terminate earlier add more
+    rows, and the ring then drops the oldest."""
+    if self.buffer_capacity:
+      return self.buffer_capacity
+    return self.env_steps + self.env_steps // envs.default_episode_length(self.env)
 
   @property
   def num_chunks(self) -> int:
@@ -208,6 +226,81 @@ def make_parts(config: Config) -> Parts:
   return Parts(env=env, world_model=wm, actor_critic=ac, model_opt=opt)
 
 
+class Step(NamedTuple):
+  """One replay row (DreamerV3's layout): an observation and what happened around it.
+
+  Attributes:
+    obs: the observation (uint8 for images).                             # [*obs_shape]
+    action: the action taken from it (zeros on an episode's last row).   # [A]
+    reward: the reward of arriving at it (0 on an episode's first row).  # []
+    is_first: it starts an episode (the env's reset observation).        # [] bool
+    is_last: it ends an episode: the final observation, no action taken. # [] bool
+    is_terminal: it ends the episode by termination (not the time limit). # [] bool
+  """
+
+  obs: jax.Array
+  action: jax.Array
+  reward: jax.Array
+  is_first: jax.Array
+  is_last: jax.Array
+  is_terminal: jax.Array
+
+  @classmethod
+  def zeros(cls, obs_shape: tuple[int, ...], action_size: int, obs_dtype: Any) -> "Step":
+    """One all-zero row without a batch axis (the replay buffer's example)."""
+    flag = jnp.zeros((), bool)
+    return cls(obs=jnp.zeros(obs_shape, obs_dtype), action=jnp.zeros((action_size,)),
+               reward=jnp.zeros(()), is_first=flag, is_last=flag, is_terminal=flag)
+
+
+def replay_rows(actor: acting.Actor, transitions: Transition) -> tuple[Step, jax.Array]:
+  """The replay rows of T consecutive steps that `acting.collect` took from `actor`.
+
+  Row 2t is step t's observation (with its action, the reward of arriving at it, and
+  is_first where it starts an episode); row 2t + 1 is the episode's final observation
+  (transition t's next_obs, is_last, is_terminal where it terminated), valid only where step
+  t ended the episode. Adding the valid rows in order (`mbrl_jax.data.add_masked`) stores
+  each frame once; rows of consecutive collects continue each other, because the reward of
+  arriving at the first observation and whether it starts an episode come from `actor`.
+
+  Args:
+    actor: the actor before the steps (`acting.step` auto-resets, so its env state is the
+      fresh episode's after an end, with reward 0 and episode_length 0).
+    transitions: the steps' transitions [T, ...] (next_obs is the true final observation).
+
+  Returns:
+    (rows [2T, ...], valid [2T] bool).
+  """
+  done = (transitions.terminated > 0.5) | (transitions.truncated > 0.5)       # [T]
+  fresh = actor.episode_length == 0
+  first_reward = jnp.where(fresh, 0.0, actor.env_state.reward.astype(jnp.float32))
+  is_first = jnp.concatenate([fresh[None], done[:-1]])
+  reward_in = jnp.concatenate([first_reward[None], transitions.reward[:-1]])
+  no = jnp.zeros_like(done)
+  step_rows = Step(obs=transitions.obs, action=transitions.action,
+                   reward=jnp.where(is_first, 0.0, reward_in), is_first=is_first,
+                   is_last=no, is_terminal=no)
+  final_rows = Step(obs=transitions.next_obs, action=jnp.zeros_like(transitions.action),
+                    reward=transitions.reward, is_first=no, is_last=done,
+                    is_terminal=transitions.terminated > 0.5)
+  interleave = lambda a, b: jnp.stack([a, b], 1).reshape((-1,) + a.shape[1:])
+  rows = jax.tree.map(interleave, step_rows, final_rows)
+  return rows, interleave(jnp.ones_like(done), done)
+
+
+def window_transitions(rows: Step) -> tuple[Transition, jax.Array]:
+  """Windows of L + 1 consecutive rows [B, L + 1, ...] as the L transitions between them and
+  the per-step `is_first` [B, L + 1] that `rssm.WorldModel.loss` takes. Where a window runs
+  into a new episode, the step from the final row into the first one has action 0, reward 0
+  and terminated 0, and the model resets at the first row."""
+  after = lambda x: x[:, 1:]
+  window = Transition(obs=rows.obs[:, :-1], action=rows.action[:, :-1],
+                      reward=after(rows.reward), next_obs=after(rows.obs),
+                      terminated=after(rows.is_terminal).astype(jnp.float32),
+                      truncated=after(rows.is_last & ~rows.is_terminal).astype(jnp.float32))
+  return window, rows.is_first
+
+
 class FilterState(NamedTuple):
   """The acting policy's state: the filter over the running episode.
 
@@ -226,7 +319,7 @@ class State(NamedTuple):
   """What a Dreamer run carries from chunk to chunk (one seed; vmapped runs add a seed axis).
 
   Attributes:
-    buffer: replayed transitions.
+    buffer: replay rows (`Step`).
     model_params: world-model parameters.
     model_opt: the world model's optimizer state.
     ac: the actor-critic's parameters, optimizer states and return normaliser.
@@ -280,31 +373,29 @@ def init(key: PRNGKey, config: Config, parts: Parts | None = None) -> State:
   env, wm = parts.env, parts.world_model
   model_key, ac_key, env_key, collect_key, key = jax.random.split(key, 5)
   obs_dtype = jnp.uint8 if config.pixels else jnp.float32
-  example = Transition.zeros(wm.obs_shape, env.action_size, obs_dtype)
+  example = Step.zeros(wm.obs_shape, env.action_size, obs_dtype)
   model_params = wm.init(model_key)
   ac_state = parts.actor_critic.init(ac_key)
   policy = make_policy(parts, model_params, ac_state.actor, "random")
-  actor = acting.reset(env, policy, env_key)
-  actor, prefill, _, _ = acting.collect(env, policy, actor, collect_key, config.prefill)
-  buffer = buffer_lib.add(buffer_lib.init(config.capacity, example), prefill)
+  fresh = acting.reset(env, policy, env_key)
+  actor, prefill, _, _ = acting.collect(env, policy, fresh, collect_key, config.prefill)
+  buffer = buffer_lib.add_masked(buffer_lib.init(config.capacity, example),
+                                 *replay_rows(fresh, prefill))
   return State(buffer=buffer, model_params=model_params,
                model_opt=parts.model_opt.init(model_params), ac=ac_state, actor=actor, key=key,
                env_steps=jnp.asarray(config.prefill, jnp.int32),
                updates=jnp.zeros((), jnp.int32))
 
 
-def _replayed(wm: rssm.WorldModel, post: rssm.RSSMState, window: Transition,
+def _replayed(wm: rssm.WorldModel, post: rssm.RSSMState, rows: Step,
               start_index: jax.Array | None) -> im.Replayed:
-  """The replayed posterior trajectories [B, L + 1] for the replay-value loss: step t + 1
-  follows transition t of the window (its reward, 1 - terminated, and terminated or truncated
-  as `last`); step 0 has no transition into it."""
-  B = window.reward.shape[0]
-  pad = lambda x, v: jnp.concatenate([jnp.full((B, 1), v, x.dtype), x], 1)
-  terminated = window.terminated.astype(jnp.float32)
-  ended = jnp.logical_or(window.terminated > 0, window.truncated > 0)
+  """The replayed posterior trajectories [B, L + 1] for the replay-value loss, straight from the
+  replay rows: the reward of arriving at each row, 1 - is_terminal, and is_last (an episode's
+  final observation: not regressed, and no return runs past it into the next episode when a
+  window crosses one)."""
   return im.Replayed(feat=jax.lax.stop_gradient(wm.features(post)),
-                     reward=pad(window.reward.astype(jnp.float32), 0.0),
-                     cont=pad(1.0 - terminated, 1.0), last=pad(ended, False),
+                     reward=rows.reward.astype(jnp.float32),
+                     cont=1.0 - rows.is_terminal.astype(jnp.float32), last=rows.is_last,
                      start_index=start_index)
 
 
@@ -316,10 +407,12 @@ def make_train_step(config: Config, parts: Parts):
 
   def train_step(model_params, model_opt, ac_state, buffer, key):
     sample_key, model_key, imag_key, start_key = jax.random.split(key, 4)
-    window, valid = buffer_lib.sample_sequences(buffer, sample_key, config.batch_size,
-                                                config.seq_len)
+    rows, valid = buffer_lib.sample_sequences(buffer, sample_key, config.batch_size,
+                                              config.seq_len + 1,
+                                              cross_episodes=config.cross_episodes)
+    window, is_first = window_transitions(rows)
     (_, aux), grad = jax.value_and_grad(wm.loss, has_aux=True)(
-        model_params, model_key, window, valid)
+        model_params, model_key, window, valid, is_first)
     updates, new_opt = parts.model_opt.update(grad, model_opt, model_params)
     new_params = optax.apply_updates(model_params, updates)
     frozen = jax.lax.stop_gradient(new_params)
@@ -340,9 +433,9 @@ def make_train_step(config: Config, parts: Parts):
 
     replay = None
     if config.actor_critic.replay_scale > 0:
-      replay = _replayed(wm, aux.post, window, idx)
+      replay = _replayed(wm, aux.post, rows, idx)
     new_ac, ac_metrics = ac.update(ac_state, imag_key, imagine_fn, replay)
-    # Without a valid window (cannot happen after a prefill >= seq_len) nothing changes.
+    # Without a valid window (only possible without cross_episodes) nothing changes.
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(valid, n, o), new, old)
     metrics = {**{f"model/{k.removeprefix('wm_')}": v for k, v in aux.metrics.items()},
                **{f"actor_critic/{k}": v for k, v in ac_metrics.items()},
@@ -368,7 +461,7 @@ def make_step(config: Config, parts: Parts | None = None
     policy = make_policy(parts, state.model_params, state.ac.actor, "explore")
     actor, transitions, _, ended = acting.collect(parts.env, policy, state.actor, collect_key,
                                                   config.train_every)
-    buffer = buffer_lib.add(state.buffer, transitions)
+    buffer = buffer_lib.add_masked(state.buffer, *replay_rows(state.actor, transitions))
     model_params, model_opt, ac_state, metrics = train_step(
         state.model_params, state.model_opt, state.ac, buffer, train_key)
     state = State(buffer=buffer, model_params=model_params, model_opt=model_opt, ac=ac_state,

@@ -38,8 +38,9 @@ Everything is a pure function of an opaque `params` pytree; the component is a f
 Time convention: a window of L transitions (o_t, a_t, r_t, o_{t+1}, terminated_t) becomes
 L + 1 model steps. Step 0 observes o_0 from the initial (zero) state with a zero action
 (`is_first`); step t + 1 observes o_{t+1} after a_t, and its reward and continuation heads
-predict r_t and 1 - terminated_t. Acting filters the same way: reset to the initial state at
-the first observation of an episode, then one `obs_step` per env step.
+predict r_t and 1 - terminated_t. A window may cross into a new episode: `loss`'s per-step
+`is_first` resets the state where one starts. Acting filters the same way: reset to the
+initial state at the first observation of an episode, then one `obs_step` per env step.
 """
 
 from __future__ import annotations
@@ -615,15 +616,21 @@ def make_world_model(obs_shape: int | Sequence[int], action_size: int, *,
     return decode(params, feat), reward(params, feat)
 
   def loss(params, key: PRNGKey, window: Transition, valid: jax.Array | None = None,
-           ) -> tuple[jax.Array, LossAux]:
+           is_first: jax.Array | None = None) -> tuple[jax.Array, LossAux]:
     """The world-model loss on a batch of windows.
 
     Args:
       params: world-model parameters.
       key: PRNG key.
-      window: transitions [B, L, ...] from `sample_sequences` (no episode end before the
-        last step of a window).
+      window: transitions [B, L, ...]: L + 1 model steps, step 0 observing obs[:, 0] and
+        step t + 1 next_obs[:, t] after action[:, t].
       valid: optional [] or [B] bool/float weight (e.g. the `valid` of `sample_sequences`).
+      is_first: optional [B, L + 1] bool per model step: that step's observation starts an
+        episode, so the state and previous action reset there (DreamerV3's replay windows
+        cross episode boundaries this way). Every step still counts in the loss: the
+        transition into a first step is scored on window.reward and 1 - window.terminated
+        as any other (a replay stores 0 and 0 there). Step 0 always starts from the initial
+        state. None: only step 0 (a window within one episode, ending at most at its end).
 
     Returns:
       (scalar loss, LossAux(metrics, posterior states [B, L + 1])).
@@ -632,7 +639,12 @@ def make_world_model(obs_shape: int | Sequence[int], action_size: int, *,
     obs = jnp.concatenate([window.obs[:, :1], window.next_obs], 1)          # [B, L+1, ...]
     prev_action = jnp.concatenate(
         [jnp.zeros((B, 1, action_size)), window.action.astype(jnp.float32)], 1)
-    is_first = jnp.zeros((B, L + 1), bool).at[:, 0].set(True)
+    if is_first is None:
+      is_first = jnp.zeros((B, L + 1), bool)
+    elif is_first.shape != (B, L + 1):
+      raise ValueError(f"WorldModel.loss: is_first must be [B, L + 1] = {(B, L + 1)}, got "
+                       f"{is_first.shape}")
+    is_first = jnp.asarray(is_first, bool).at[:, 0].set(True)
     post, prior = observe(params, key, obs, prev_action, is_first)
     feat = features(post)                                                  # [B, L+1, F]
 
