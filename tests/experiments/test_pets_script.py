@@ -25,21 +25,29 @@ TINY = ["--trials", "1", "--trial-length", "30", "--model.hidden-sizes", "16", "
 # The optimizer is a subcommand; its options follow it, after every other option.
 TINY_CEM = ["planner.optimizer:cem-config", "--planner.optimizer.population", "20",
             "--planner.optimizer.iterations", "2", "--planner.optimizer.return-mean-elites"]
+# TINY with 4 planned trials of 60 steps: long enough to SIGKILL a run part way. The script
+# test runs the same config and seed count, so the file compiles this PETS step once (run's
+# compile cache is keyed by config; the sigkill test's own run and resume reuse it).
+FOUR = TINY[:]
+FOUR[FOUR.index("--trials") + 1] = "4"
+FOUR[FOUR.index("--trial-length") + 1] = "60"
 
 
 def test_script_writes_config_metrics_and_plot(tmp_path):
   out = tmp_path / "run"
-  history = pets_script.main(TINY + ["--seeds", "2", "--seed", "7", "--out", str(out)]
+  history = pets_script.main(FOUR + ["--seeds", "2", "--seed", "7", "--out", str(out)]
                              + TINY_CEM)
   config = json.loads((out / "config.json").read_text())
-  assert config["seeds"] == 2 and config["config"]["trial_length"] == 30
+  assert config["seeds"] == 2 and config["config"]["trial_length"] == 60
+  assert config["config"]["trials"] == 4
   assert config["config"]["planner"]["optimizer"]["population"] == 20
   assert config["config"]["planner"]["optimizer"]["name"] == "cem"
   rows = read_jsonl(out / "metrics.jsonl")
-  assert sorted((r["seed"], r["trial"]) for r in rows) == [(7, 0), (7, 1), (8, 0), (8, 1)]
+  assert sorted((r["seed"], r["trial"]) for r in rows) == [(s, t) for s in (7, 8)
+                                                           for t in range(5)]
   for r in rows:
     assert {"seed", "trial", "env_steps", "train/return"} <= set(r)
-    assert 0 < r["train/return"] <= 30
+    assert 0 < r["train/return"] <= 60
   by_key = {(r["seed"], r["trial"]): r["train/return"] for r in rows}
   np.testing.assert_array_equal(history["train/return"][1], [by_key[(7, 1)], by_key[(8, 1)]])
   assert (out / "learning_curve.png").stat().st_size > 1000
@@ -109,9 +117,7 @@ def _rows_without_wall_time(path):
 
 
 def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path):
-  argv = TINY[:]
-  argv[argv.index("--trials") + 1] = "4"
-  argv[argv.index("--trial-length") + 1] = "60"
+  argv = FOUR
   full = tmp_path / "full"
   pets_script.main(argv + ["--seeds", "2", "--out", str(full)] + TINY_CEM)
 
