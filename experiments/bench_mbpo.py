@@ -15,8 +15,9 @@ included.
 
 Breakdown (one seed, the state after the first epoch; each part is its own jitted call on
 that state, timed as the median of `--repeats` calls interleaved round-robin with float32
-matrix multiplies measured in the same window, see `benchlib`); `s_per_env_step` = the call's
-time x calls per env step:
+matrix multiplies measured in the same window, see `benchlib`; parts and references compiled
+with the epoch's XLA options, `mbrl_jax.compile`); `s_per_env_step` = the call's time x calls
+per env step:
   model_fit    one refit of the ensemble on every real transition (to its patience or cap), 1/F
   rollouts     one refit's M F branched rollouts of the epoch's k steps into the model buffer
                (`mbpo.branched_rollout`; at commit d9948f1 the masked max_len-step rollout and
@@ -109,9 +110,10 @@ def _new_rollout_api() -> bool:
   return "buffer" in inspect.signature(mbpo.branched_rollout).parameters
 
 
-def _parts(config: mbpo.Config, parts: mbpo.Parts, state: mbpo.State):
-  """The breakdown's jitted calls on one seed's `state`: name -> (fn, args, calls per env
-  step, FLOPs per call or a function of the call's output giving them)."""
+def _parts(config: mbpo.Config, parts: mbpo.Parts, state: mbpo.State, options: dict):
+  """The breakdown's calls on one seed's `state`, jitted with the epoch's compiler `options`:
+  name -> (fn, args, calls per env step, FLOPs per call or a function of the call's output
+  giving them)."""
   env, sac, ens, trainer = parts.env, parts.sac, parts.ensemble, parts.trainer
   O, A = env.observation_size, env.action_size
   F, E, G = config.model_train_every, config.epoch_length, config.updates_per_step
@@ -181,15 +183,16 @@ def _parts(config: mbpo.Config, parts: mbpo.Parts, state: mbpo.State):
     return mbpo.evaluate(parts, config, sac_params, key)
 
   episode = config.episode_length or 1000
+  jit = lambda fn: jax.jit(fn, compiler_options=options)
   return {
-      "model_fit": (jax.jit(fit), (key, state.fit_state, state.real), 1 / F, fit_flops),
-      "rollouts": (jax.jit(rollouts), (key, start, k, state.model_buffer), 1 / F,
+      "model_fit": (jit(fit), (key, state.fit_state, state.real), 1 / F, fit_flops),
+      "rollouts": (jit(rollouts), (key, start, k, state.model_buffer), 1 / F,
                    rollout_flops),
-      "sac_updates": (jax.jit(sac_updates), (key, state.sac, state.real, state.model_buffer),
+      "sac_updates": (jit(sac_updates), (key, state.sac, state.real, state.model_buffer),
                       1.0, G * B * (4 * actor_f + 14 * critic_f)),
-      "env_step": (jax.jit(env_steps), (key, state.actor, state.real, state.sac), 1 / F,
+      "env_step": (jit(env_steps), (key, state.actor, state.real, state.sac), 1 / F,
                    F * actor_f),
-      "evaluate": (jax.jit(evaluate), (key, state.sac.params), 1 / E,
+      "evaluate": (jit(evaluate), (key, state.sac.params), 1 / E,
                    config.eval_episodes * episode * actor_f),
   }
 
@@ -236,14 +239,16 @@ def main(args: Args) -> list[dict]:
         f"schedule {config.rollout.schedule}, fit max_epochs {config.fit.max_epochs} patience "
         f"{config.fit.patience}; timing epoch 2 of {config.epochs}", flush=True)
   seeds = tuple(sorted(set(args.seeds) | ({1} if args.breakdown else set())))
-  rows, state, _ = _epoch_rows(config, seeds)
+  rows, state, algorithm = _epoch_rows(config, seeds)
+  options = compile_lib.compiler_options(algorithm.dot_rows)
   rows = [r for r in rows if r["seeds"] in args.seeds or not args.breakdown]
   if args.breakdown:
     one = jax.tree.map(lambda x: x[0], state)
     parts = mbpo.make_parts(config)
-    subjects = _parts(config, parts, one)
+    subjects = _parts(config, parts, one, options)
     width = max(config.model.hidden_sizes)
-    refs = benchlib.matmul_references(config.rollout_batch // config.model.num_elites, width)
+    refs = benchlib.matmul_references(config.rollout_batch // config.model.num_elites, width,
+                                      compiler_options=options)
     fns = {name: (fn, a) for name, (fn, a, _, _) in subjects.items()}
     fns.update({name: (fn, a) for name, (fn, a, _) in refs.items()})
     medians = benchlib.interleaved_medians(fns, args.repeats, warmup=1)

@@ -5,6 +5,7 @@ on cart-pole."""
 
 import contextlib
 import dataclasses
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -233,8 +234,10 @@ def test_mbpo_fit_settings_per_layer_decay_and_holdout_cap():
 
 
 @pytest.fixture(scope="module")
-def tiny_run():
-  """Two seeds vmapped; counts the compilations after the first epoch's progress call."""
+def tiny_run(tmp_path_factory):
+  """Two seeds vmapped, checkpointed after every epoch (the newest two are kept); counts the
+  compilations after the first epoch's progress call."""
+  checkpoints = tmp_path_factory.mktemp("mbpo_checkpoints")
   epochs = []
   with contextlib.ExitStack() as stack:
     counter = []
@@ -245,13 +248,14 @@ def tiny_run():
         counter.append(stack.enter_context(count_compilations()))
 
     keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
-    state, history = run_lib.train(mbpo.make(TINY), keys, progress_fn=progress)
+    state, history = run_lib.train(mbpo.make(TINY), keys, progress_fn=progress,
+                                   checkpoint_dir=str(checkpoints))
     compiles_after_first_epoch = counter[0].count
-  return state, history, epochs, compiles_after_first_epoch
+  return state, history, epochs, compiles_after_first_epoch, checkpoints
 
 
 def test_tiny_run_follows_schedule_and_counts(tiny_run):
-  state, history, epochs, _ = tiny_run
+  state, history, epochs, _, _ = tiny_run
   assert TINY.epochs == 4 and epochs == [0, 1, 2, 3]
   assert history["eval/return"].shape == (4, 2)
   np.testing.assert_array_equal(history["rollout/length"], [[1, 1], [2, 2], [4, 4], [4, 4]])
@@ -283,7 +287,7 @@ def test_mbpo_learns_to_balance_the_cart_pole(tiny_run):
   """The deterministic evaluation return of the last two epochs, per seed, is at least three
   times the uniformly random policy's mean return (about 27 of 200). With every SAC learning
   rate set to 1e-12 (0 is refused) the same run evaluated 30.5 and 31.75, and this failed."""
-  _, history, _, _ = tiny_run
+  _, history, _, _, _ = tiny_run
   env = envs.make(TINY.env, episode_length=TINY.episode_length)
   random_returns = acting.evaluate(env, acting.uniform_random(env.action_size),
                                    jax.random.key(9), 10, TINY.episode_length).returns
@@ -299,21 +303,16 @@ def test_later_epochs_do_not_recompile(tiny_run):
 
 
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny_run, tmp_path):
-  full_state, full, _, _ = tiny_run
+  """A run killed during its last epoch (its latest checkpoint is after epoch 2) resumes and
+  ends exactly as the uninterrupted run."""
+  full_state, full, _, _, checkpoints = tiny_run
   keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
-
-  class Interrupt(Exception):
-    pass
-
-  def die(epoch, metrics):
-    if epoch == 3:                   # before epoch 3's checkpoint: the latest is after epoch 2
-      raise Interrupt
-
-  with pytest.raises(Interrupt):
-    run_lib.train(mbpo.make(TINY), keys, checkpoint_dir=str(tmp_path), progress_fn=die)
+  shutil.copytree(checkpoints, tmp_path / "run")
+  assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.isdigit()) == ["3", "4"]
+  shutil.rmtree(tmp_path / "run" / "4")        # the checkpoint the kill did not let it write
   seen = []
-  state, history = run_lib.train(mbpo.make(TINY), keys, checkpoint_dir=str(tmp_path), resume=True,
-                              progress_fn=lambda e, m: seen.append(e))
+  state, history = run_lib.train(mbpo.make(TINY), keys, checkpoint_dir=str(tmp_path / "run"),
+                                 resume=True, progress_fn=lambda e, m: seen.append(e))
   assert seen == [3]
   for name in full:
     np.testing.assert_array_equal(history[name], full[name], err_msg=name)
