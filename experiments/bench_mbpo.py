@@ -91,7 +91,7 @@ def parse(argv: list[str]) -> Args:
     config = dataclasses.replace(
         config, env_steps=config.init_exploration_steps + 2 * config.epoch_length)
   try:
-    registry = run_cli._REGISTRY  # pylint: disable=protected-access  (the run scripts' help)
+    registry = run_cli.HELP_REGISTRY
     args = tyro.cli(Args, default=Args(config=config, preset=known.preset), args=argv,
                     description=__doc__, registry=registry)
   except ValueError as e:
@@ -163,11 +163,8 @@ def _parts(config: mbpo.Config, parts: mbpo.Parts, state: mbpo.State, options: d
 
   def sac_updates(key, sac_state, real, model_buffer):
     def update(s, kk):
-      k_real, k_model, k_sac = jax.random.split(kk, 3)
-      batch = buffer_lib.sample(real, k_real, n_real)
-      if n_model:
-        fake = buffer_lib.sample_newest(model_buffer, k_model, n_model, window)
-        batch = jax.tree.map(lambda a, b: jnp.concatenate([a, b.astype(a.dtype)]), batch, fake)
+      k_batch, k_sac = jax.random.split(kk)
+      batch = mbpo.sac_batch(real, model_buffer, k_batch, n_real, n_model, window)
       return sac.update(s, batch, k_sac)
     return jax.lax.scan(update, sac_state, jax.random.split(key, G))[0]
 

@@ -613,6 +613,18 @@ def evaluate(parts: Parts, config: Config, sac_params: sac_lib.SACParams,
   return acting.evaluate(parts.env, policy, key, config.eval_episodes, length).returns
 
 
+def sac_batch(real: buffer_lib.BufferState, model_buffer: buffer_lib.BufferState | None,
+              key: PRNGKey, n_real: int, n_model: int, window: jax.Array) -> Transition:
+  """One SAC batch: `n_real` uniform real transitions, then `n_model` from the newest `window`
+  slots of the model buffer (none when `n_model` is 0), [n_real + n_model, ...]."""
+  k_real, k_model = jax.random.split(key)
+  batch = buffer_lib.sample(real, k_real, n_real)
+  if n_model == 0:
+    return batch
+  fake = buffer_lib.sample_newest(model_buffer, k_model, n_model, window)
+  return jax.tree.map(lambda a, b: jnp.concatenate([a, b.astype(a.dtype)]), batch, fake)
+
+
 def make_step(config: Config, parts: Parts | None = None, *,
               use_model: bool = True) -> Callable[[State], tuple[State, dict]]:
   """Returns `step(state) -> (state, metrics)`: one epoch (E env steps with their refits,
@@ -627,14 +639,6 @@ def make_step(config: Config, parts: Parts | None = None, *,
   n_model = B - n_real
   refits = config.epoch_length // config.model_train_every
 
-  def sac_batch(state: State, key: PRNGKey, window: jax.Array) -> Transition:
-    k_real, k_model = jax.random.split(key)
-    real = buffer_lib.sample(state.real, k_real, n_real)
-    if n_model == 0:
-      return real
-    fake = buffer_lib.sample_newest(state.model_buffer, k_model, n_model, window)
-    return jax.tree.map(lambda a, b: jnp.concatenate([a, b.astype(a.dtype)]), real, fake)
-
   def env_step(carry, _):
     state, window, episodes = carry
     key, k_act, k_upd = jax.random.split(state.key, 3)
@@ -647,7 +651,8 @@ def make_step(config: Config, parts: Parts | None = None, *,
 
     def update(sac_state, k):
       k_batch, k_sac = jax.random.split(k)
-      return sac.update(sac_state, sac_batch(state, k_batch, window), k_sac)
+      batch = sac_batch(state.real, state.model_buffer, k_batch, n_real, n_model, window)
+      return sac.update(sac_state, batch, k_sac)
 
     sac_state, aux = jax.lax.scan(update, state.sac,
                                   jax.random.split(k_upd, config.updates_per_step))

@@ -94,7 +94,7 @@ def _cli(config_cls: type, default: RunArgs, argv: list[str], description: str) 
   """tyro over RunArgs; a config that refuses its values (its `__post_init__`) is one line."""
   try:
     return tyro.cli(RunArgs[config_cls], default=default, args=argv, description=description,
-                    registry=_REGISTRY)
+                    registry=HELP_REGISTRY)
   except ValueError as e:
     raise SystemExit(f"error: {e}") from None
 
@@ -195,7 +195,8 @@ def _help_registry() -> tyro.constructors.ConstructorRegistry:
   return registry
 
 
-_REGISTRY = _help_registry()
+# The scripts' tyro registry: help as one paragraph per field (benchmarks parse with it too).
+HELP_REGISTRY = _help_registry()
 
 
 def saved_record(args: RunArgs, name: str) -> dict:
