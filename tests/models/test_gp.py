@@ -98,7 +98,8 @@ def test_masked_rows_change_nothing():
     np.testing.assert_allclose(a, b, rtol=1e-5)
 
 
-def test_fit_increases_the_likelihood_and_recovers_the_lengthscale():
+@pytest.mark.parametrize("optimizer,steps", [("adam", 300), ("lbfgs", 20)])
+def test_fit_increases_the_likelihood_and_recovers_the_lengthscale(optimizer, steps):
   # y drawn from a GP with ell = 0.6, sf = 1, sn = 0.1 on 50 points in [-3, 3].
   rng = np.random.default_rng(1)
   x = np.sort(rng.uniform(-3, 3, size=(50, 1)), 0)
@@ -106,13 +107,14 @@ def test_fit_increases_the_likelihood_and_recovers_the_lengthscale():
   y = np.linalg.cholesky(k) @ rng.normal(size=(50, 1)) + 0.1 * rng.normal(size=(50, 1))
   x, y = x.astype(np.float32), y.astype(np.float32)
   start = gp.init_params(x, y)
-  fitted, info = jax.jit(gp.fit, static_argnames="config")(start, x, y, None,
-                                                           gp.GPFitConfig(steps=300))
-  assert info.loss.shape == (300,) and info.lml.shape == (1,)
+  cfg = gp.GPFitConfig(steps=steps, optimizer=optimizer)
+  fitted, info = jax.jit(gp.fit, static_argnames="config")(start, x, y, None, cfg)
+  assert info.loss.shape == (steps,) and info.lml.shape == (1,)
   assert float(info.lml[0]) > float(lml_fn(start, x, y)[0]) + 10.0
   assert float(info.loss[-1]) < float(info.loss[0])
   assert 0.6 / 1.5 < float(jnp.exp(fitted.log_lengthscales[0, 0])) < 0.6 * 1.5
   assert 0.05 < float(jnp.exp(fitted.log_noise_std[0])) < 0.2
+  assert float(info.lml[0]) > 18.0               # the optimum is 18.62 (L-BFGS, 100 steps)
 
 
 def test_predict_matches_the_numpy_formula():
@@ -252,3 +254,5 @@ def test_config_is_validated():
     gp.GPFitConfig(curb_power=3)
   with pytest.raises(ValueError, match=r"gp\.GPFitConfig\.snr_limit"):
     gp.GPFitConfig(snr_limit=1.0)
+  with pytest.raises(ValueError, match=r"gp\.GPFitConfig\.optimizer 'sgd' is unknown"):
+    gp.GPFitConfig(optimizer="sgd")

@@ -1,6 +1,7 @@
 """Gaussian-process dynamics models for PILCO: exact GPs with SE-ARD kernels, one per output,
-hyperparameters by marginal likelihood, and exact moment matching of a Gaussian input; a sparse
-(FITC) option for when the data outgrow exact GPs.
+hyperparameters by marginal likelihood (Adam or L-BFGS in a `lax.scan`, with pilco-matlab's
+`hypCurb` penalty), and exact moment matching of a Gaussian input; a sparse (FITC) option for
+when the data outgrow exact GPs.
 
 E outputs (state differences, say) are E independent GPs on the same D-dimensional inputs, each
 with its own squared-exponential ARD kernel
@@ -28,9 +29,10 @@ supported; neither library does both.
 Example (E = 1 output on D = 1 input):
   >>> x = jnp.linspace(-2.0, 2.0, 8)[:, None]                      # N = 8 rows
   >>> y = jnp.sin(x)                                                # [N, E]
-  >>> params, info = fit(init_params(x, y), x, y, None, GPFitConfig(steps=20))
-  >>> post = posterior(params, x, y)
-  >>> mean, cov, cross_cov = moment_match(post, jnp.zeros(1), 0.1 * jnp.eye(1))
+  >>> params, info = jax.jit(fit, static_argnums=4)(init_params(x, y), x, y, None,
+  ...                                              GPFitConfig(steps=20))
+  >>> post = jax.jit(posterior)(params, x, y)
+  >>> mean, cov, cross_cov = jax.jit(moment_match)(post, jnp.zeros(1), 0.1 * jnp.eye(1))
   >>> mean.shape, cov.shape, cross_cov.shape, info.loss.shape
   ((1,), (1, 1), (1, 1), (20,))
 """
@@ -85,6 +87,10 @@ class Posterior(NamedTuple):
   mask: jax.Array
 
 
+OPTIMIZERS = ("adam", "lbfgs")
+"""`GPFitConfig.optimizer`'s choices."""
+
+
 @dataclasses.dataclass(frozen=True)
 class GPFitConfig:
   """How `fit` (and `fit_sparse`) choose hyperparameters. Python values, part of the compiled
@@ -101,13 +107,20 @@ class GPFitConfig:
   own default is 500, which is used here).
 
   Attributes:
-    steps: Adam steps (a `lax.scan`, so the cost is fixed).
-    learning_rate: Adam step size on the log hyperparameters (constant).
+    steps: optimizer steps (a `lax.scan`, so the cost is fixed).
+    learning_rate: Adam step size on the log hyperparameters (constant); unused by L-BFGS.
     curb: add the hypCurb penalty.
     lengthscale_std_limit: length-scales are kept within this factor of the inputs' std.
     snr_limit: the signal-to-noise ratio sf / sn is kept below this.
     curb_power: p, an even int.
-    fit_inducing: `fit_sparse` also moves the inducing inputs (False: hyperparameters only).
+    fit_inducing: `fit_sparse` moves the inducing inputs (False: they stay).
+    fit_sparse_hyperparameters: `fit_sparse` moves the hyperparameters (False: they stay;
+      pilco-matlab's `train.m` fits the full GP's hyperparameters on a subset of the data,
+      then moves only the inducing inputs under FITC's likelihood).
+    optimizer: "adam" (the default: a fixed cost per step) or "lbfgs" (optax's L-BFGS with
+      its zoom line search, closer to pilco-matlab's `minimize`; a step costs one line search,
+      a `while_loop` of up to 20 objective evaluations, which under `vmap` runs until every
+      member has finished).
   """
 
   steps: int = 500
@@ -117,11 +130,14 @@ class GPFitConfig:
   snr_limit: float = 500.0
   curb_power: int = 30
   fit_inducing: bool = True
+  fit_sparse_hyperparameters: bool = True
+  optimizer: str = "adam"
 
   def __post_init__(self):
     checks.positive_int(self, "steps")
     checks.in_range(self, "learning_rate", 0.0, None, low_open=True)
-    for field in ("curb", "fit_inducing"):
+    checks.one_of(self, "optimizer", OPTIMIZERS)
+    for field in ("curb", "fit_inducing", "fit_sparse_hyperparameters"):
       if not isinstance(getattr(self, field), bool):
         checks.fail(self, field, f"must be a bool, got {getattr(self, field)!r}")
     checks.in_range(self, "lengthscale_std_limit", 1.0, None, low_open=True)
@@ -252,14 +268,26 @@ def curb_penalty(params: GPParams, inputs: jax.Array, mask: jax.Array | None,
 
 
 def _optimise(objective, variables, config: GPFitConfig):
-  """Adam on `objective(variables)` for config.steps steps in a scan: (variables, losses)."""
-  opt = optax.adam(config.learning_rate)
+  """config.optimizer on `objective(variables)` for config.steps steps in a scan:
+  (variables, losses)."""
+  if config.optimizer == "lbfgs":
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(objective)
 
-  def step(carry, _):
-    v, opt_state = carry
-    loss, grad = jax.value_and_grad(objective)(v)
-    updates, opt_state = opt.update(grad, opt_state, v)
-    return (optax.apply_updates(v, updates), opt_state), loss
+    def step(carry, _):
+      v, opt_state = carry
+      loss, grad = value_and_grad(v, state=opt_state)
+      updates, opt_state = opt.update(grad, opt_state, v, value=loss, grad=grad,
+                                      value_fn=objective)
+      return (optax.apply_updates(v, updates), opt_state), loss
+  else:
+    opt = optax.adam(config.learning_rate)
+
+    def step(carry, _):
+      v, opt_state = carry
+      loss, grad = jax.value_and_grad(objective)(v)
+      updates, opt_state = opt.update(grad, opt_state, v)
+      return (optax.apply_updates(v, updates), opt_state), loss
 
   (variables, _), losses = jax.lax.scan(step, (variables, opt.init(variables)), None,
                                         length=config.steps)
@@ -268,7 +296,8 @@ def _optimise(objective, variables, config: GPFitConfig):
 
 def fit(params: GPParams, inputs: jax.Array, targets: jax.Array, mask: jax.Array | None,
         config: GPFitConfig) -> tuple[GPParams, GPFitInfo]:
-  """Type-II maximum likelihood: minimises -sum_e LML_e (+ the curb penalty) with Adam.
+  """Type-II maximum likelihood: minimises -sum_e LML_e (+ the curb penalty) with Adam (or
+  L-BFGS, `config.optimizer`).
 
   Pure and of fixed cost, so it jits (config static or closed over), vmaps over seeds or
   datasets, and does not recompile for new data of the same capacity.
@@ -338,7 +367,8 @@ def predict(post: Posterior, x: jax.Array, *, include_noise: bool = False
     include_noise: add sn^2 to the variance (of y rather than of the latent f).
 
   Returns:
-    (mean [E], var [E]) of the latent function (plus noise if asked).
+    (mean [E], var [E]) of the latent function (plus noise if asked); the variance is
+    clipped at 0 (in float32 sf^2 - k^T inv_k k is only good to ~1e-4 sf^2 near the data).
   """
   p = post.params
   ell = jnp.exp(p.log_lengthscales)                                      # [E, D]
@@ -346,7 +376,7 @@ def predict(post: Posterior, x: jax.Array, *, include_noise: bool = False
   sf2 = jnp.exp(2.0 * p.log_signal_std)
   k = jnp.where(post.mask, sf2[:, None] * jnp.exp(-0.5 * jnp.sum(d * d, -1)), 0.0)
   mean = jnp.sum(post.beta * k, -1)
-  var = sf2 - jnp.einsum("em,emn,en->e", k, post.inv_k, k)
+  var = jnp.maximum(sf2 - jnp.einsum("em,emn,en->e", k, post.inv_k, k), 0.0)
   if include_noise:
     var = var + jnp.exp(2.0 * p.log_noise_std)
   return mean, var
@@ -534,8 +564,9 @@ def sparse_posterior(params: GPParams, inputs: jax.Array, targets: jax.Array,
 def fit_sparse(params: GPParams, inducing: jax.Array, inputs: jax.Array, targets: jax.Array,
                mask: jax.Array | None, config: GPFitConfig, *, jitter: float = 1e-6
                ) -> tuple[GPParams, jax.Array, GPFitInfo]:
-  """Maximises FITC's marginal likelihood (+ the curb penalty) over the hyperparameters and,
-  if `config.fit_inducing`, the inducing inputs, with Adam (as `fit`).
+  """Maximises FITC's marginal likelihood (+ the curb penalty) over the hyperparameters (if
+  `config.fit_sparse_hyperparameters`) and the inducing inputs (if `config.fit_inducing`),
+  with `config.optimizer` (as `fit`).
 
   Args:
     params: the start (e.g. `init_params` or an exact fit on a subset).
@@ -549,9 +580,13 @@ def fit_sparse(params: GPParams, inducing: jax.Array, inputs: jax.Array, targets
   Returns:
     (GPParams, inducing [M, D], GPFitInfo with the FITC LML [E]).
   """
+  if not (config.fit_inducing or config.fit_sparse_hyperparameters):
+    checks.fail(config, "fit_inducing", "or fit_sparse_hyperparameters must be True for "
+                "fit_sparse")
 
   def objective(v):
     p, z = v
+    p = p if config.fit_sparse_hyperparameters else jax.lax.stop_gradient(p)
     z = z if config.fit_inducing else jax.lax.stop_gradient(z)
     loss = -jnp.sum(sparse_log_marginal_likelihood(p, inputs, targets, z, mask, jitter=jitter))
     if config.curb:
