@@ -117,6 +117,20 @@ def test_fit_increases_the_likelihood_and_recovers_the_lengthscale(optimizer, st
   assert float(info.lml[0]) > 18.0               # the optimum is 18.62 (L-BFGS, 100 steps)
 
 
+def test_fit_rejects_steps_whose_cholesky_fails():
+  # Noise-free data on repeated inputs and no curb: the noise std falls until K + sn^2 I is
+  # singular in float32; fit must stop short of that and return finite hyperparameters.
+  x = np.linspace(-2, 2, 10, dtype=np.float32)[:, None]
+  x = np.concatenate([x, x])
+  y = np.sin(x)
+  cfg = gp.GPFitConfig(steps=300, curb=False, learning_rate=0.1)
+  fitted, info = jax.jit(gp.fit, static_argnames="config")(gp.init_params(x, y), x, y, None, cfg)
+  assert np.all(np.isfinite(info.loss)) and np.all(np.isfinite(info.lml))
+  assert all(np.all(np.isfinite(a)) for a in fitted)
+  assert float(fitted.log_noise_std[0]) < -5.0                    # it did get near the edge
+  assert np.any(np.diff(np.asarray(info.loss)) == 0.0)            # and some steps were rejected
+
+
 def test_predict_matches_the_numpy_formula():
   x, y = _data()
   params = _params()

@@ -151,7 +151,9 @@ class GPFitInfo(NamedTuple):
   """What a fit reports.
 
   Attributes:
-    loss: the objective (negative LML summed over outputs, plus the curb) before each step.
+    loss: the objective (negative LML summed over outputs, plus the curb) before each step
+      (an output whose point was rejected counts with its last finite value; inf if it has
+      none).
                                                                                 # [steps]
     lml: log marginal likelihood per output at the returned hyperparameters.    # [E]
   """
@@ -267,31 +269,54 @@ def curb_penalty(params: GPParams, inputs: jax.Array, mask: jax.Array | None,
   return jnp.sum(ls ** p, -1) + snr ** p
 
 
+def _finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+
+
 def _optimise(objective, variables, config: GPFitConfig):
   """config.optimizer on `objective(variables)` for config.steps steps in a scan:
-  (variables, losses)."""
+  (variables, losses [steps]).
+
+  A step whose objective or gradient is not finite (a Cholesky that failed: in float32 a
+  noise far below the signal makes K + sn^2 I numerically singular) is rejected: Adam goes
+  back halfway to the last point that was finite and tries again from there (L-BFGS' line
+  search rejects such points itself), and the step records the last finite objective. The
+  result is the last point with a finite objective.
+  """
+  def where(ok, a, b):
+    return jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)
+
   if config.optimizer == "lbfgs":
     opt = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(objective)
 
     def step(carry, _):
-      v, opt_state = carry
+      v, opt_state, good, good_loss = carry
       loss, grad = value_and_grad(v, state=opt_state)
       updates, opt_state = opt.update(grad, opt_state, v, value=loss, grad=grad,
                                       value_fn=objective)
-      return (optax.apply_updates(v, updates), opt_state), loss
+      ok = _finite((loss, grad))
+      good, good_loss = where(ok, (v, loss), (good, good_loss))
+      return (optax.apply_updates(v, updates), opt_state, good, good_loss), good_loss
   else:
     opt = optax.adam(config.learning_rate)
 
     def step(carry, _):
-      v, opt_state = carry
+      v, opt_state, good, good_loss = carry
       loss, grad = jax.value_and_grad(objective)(v)
-      updates, opt_state = opt.update(grad, opt_state, v)
-      return (optax.apply_updates(v, updates), opt_state), loss
+      ok = _finite((loss, grad))
+      grad = where(ok, grad, jax.tree.map(jnp.zeros_like, grad))
+      updates, new_state = opt.update(grad, opt_state, v)
+      back = jax.tree.map(lambda g, x: 0.5 * (g + x), good, v)
+      good, good_loss = where(ok, (v, loss), (good, good_loss))
+      return (where(ok, optax.apply_updates(v, updates), back), where(ok, new_state, opt_state),
+              good, good_loss), good_loss
 
-  (variables, _), losses = jax.lax.scan(step, (variables, opt.init(variables)), None,
-                                        length=config.steps)
-  return variables, losses
+  init = (variables, opt.init(variables), variables, jnp.asarray(jnp.inf, jnp.result_type(
+      *jax.tree.leaves(variables))))
+  (last, _, good, _), losses = jax.lax.scan(step, init, None, length=config.steps)
+  keep = jnp.isfinite(objective(last))
+  return jax.tree.map(lambda a, b: jnp.where(keep, a, b), last, good), losses
 
 
 def fit(params: GPParams, inputs: jax.Array, targets: jax.Array, mask: jax.Array | None,
@@ -299,8 +324,10 @@ def fit(params: GPParams, inputs: jax.Array, targets: jax.Array, mask: jax.Array
   """Type-II maximum likelihood: minimises -sum_e LML_e (+ the curb penalty) with Adam (or
   L-BFGS, `config.optimizer`).
 
-  Pure and of fixed cost, so it jits (config static or closed over), vmaps over seeds or
-  datasets, and does not recompile for new data of the same capacity.
+  Each output has its own optimiser (the outputs' likelihoods are independent), so an output
+  whose Cholesky fails holds back only itself (see the step rejection in `_optimise`). Pure
+  and of fixed cost, so it jits (config static or closed over), vmaps over seeds or datasets,
+  and does not recompile for new data of the same capacity.
 
   Args:
     params: the start (e.g. `init_params`, or the previous fit's result).
@@ -313,14 +340,17 @@ def fit(params: GPParams, inputs: jax.Array, targets: jax.Array, mask: jax.Array
     (fitted GPParams, GPFitInfo with the loss per step [steps] and the final LML [E]).
   """
 
-  def objective(p):
-    loss = -jnp.sum(log_marginal_likelihood(p, inputs, targets, mask))
-    if config.curb:
-      loss = loss + jnp.sum(curb_penalty(p, inputs, mask, config))
-    return loss
+  def one(p_e, y_e):                      # the outputs are independent: one optimiser each
+    def objective(p):
+      p = jax.tree.map(lambda a: a[None], p)
+      loss = -log_marginal_likelihood(p, inputs, y_e[:, None], mask)[0]
+      if config.curb:
+        loss = loss + curb_penalty(p, inputs, mask, config)[0]
+      return loss
+    return _optimise(objective, p_e, config)
 
-  params, losses = _optimise(objective, params, config)
-  return params, GPFitInfo(loss=losses,
+  params, losses = jax.vmap(one, (0, 1))(params, targets)
+  return params, GPFitInfo(loss=jnp.sum(losses, 0),
                            lml=log_marginal_likelihood(params, inputs, targets, mask))
 
 
