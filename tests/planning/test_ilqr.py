@@ -61,18 +61,27 @@ def test_lqr_linear_and_cross_terms_match_a_shifted_problem():
     lqr(A, B, Q, R)
 
 
-def test_ilqr_solves_a_linear_quadratic_problem_in_one_iteration():
+def test_ilqr_solves_a_linear_quadratic_problem_in_one_iteration_batched_compiled_once():
   H = 30
   ilqr = _lq_problem(H, config=ILQRConfig(iterations=4, mu_init=0.0))
-  x0 = jnp.array([1.0, -0.5])
-  u, x, K, k, info = jax.jit(ilqr.optimize)(None, x0, jnp.zeros((H, 1)))
+  x0 = jnp.array([[1.0, -0.5], [-2.0, 0.3]])                    # two start states, vmapped
+  run = jax.jit(jax.vmap(ilqr.optimize, in_axes=(None, 0, 0)))
+  u, x, K, k, info = run(None, x0, jnp.zeros((2, H, 1)))
+  chex.assert_shape((u, x, K, k, info.costs), [(2, H, 1), (2, H + 1, 2), (2, H, 1, 2),
+                                               (2, H, 1), (2, 4)])
   ref = lqr(A, B, Q, R, horizon=H)
-  np.testing.assert_allclose(u, _lqr_rollout(ref, x0), atol=1e-4)
-  np.testing.assert_allclose(K, ref.K, rtol=1e-4, atol=1e-5)
+  for i in range(2):
+    np.testing.assert_allclose(u[i], _lqr_rollout(ref, x0[i]), atol=1e-4)
+    np.testing.assert_allclose(K[i], ref.K, rtol=1e-4, atol=1e-5)
   # One iteration, after which the backward pass predicts no further gain: converged.
-  assert int(info.iterations) == 1 and bool(info.converged)
-  assert float(info.costs[0]) < float(info.initial_cost) and np.isnan(info.costs[1])
-  np.testing.assert_allclose(info.cost, ilqr.rollout(None, x0, u)[1], rtol=1e-5)
+  np.testing.assert_array_equal(info.iterations, [1, 1])
+  assert np.all(info.converged) and np.all(np.isnan(info.costs[:, 1:]))
+  assert np.all(info.costs[:, 0] < info.initial_cost)
+  np.testing.assert_allclose(info.cost[0], ilqr.rollout(None, x0[0], u[0])[1], rtol=1e-5)
+  x0b, u0b = x0 * 0.5, jnp.full((2, H, 1), 0.1, jnp.float32)
+  with count_compilations() as compiles:
+    jax.block_until_ready(run(None, x0b, u0b))
+  assert compiles.count == 0
 
 
 def test_box_limits_hold_and_the_clamped_gains_are_zero():
@@ -95,23 +104,6 @@ def _pendulum_ilqr(horizon=15, iterations=5):
                    config=ILQRConfig(iterations=iterations))
 
 
-def test_jit_vmap_over_start_states_compiles_once():
-  ilqr = _pendulum_ilqr()
-  th = jnp.array([0.3, -0.5, 2.0])
-  x0 = jnp.stack([jnp.cos(th), jnp.sin(th), jnp.zeros(3)], axis=1)          # [3, 3]
-  u0 = jnp.zeros((3, 15, 1))
-  run = jax.jit(jax.vmap(ilqr.optimize, in_axes=(None, 0, 0)))
-  u, x, K, k, info = run(None, x0, u0)
-  chex.assert_shape((u, x, K, k, info.costs), [(3, 15, 1), (3, 16, 3), (3, 15, 1, 3),
-                                               (3, 15, 1), (3, 5)])
-  assert np.all(np.asarray(info.cost) < np.asarray(info.initial_cost))
-  assert float(jnp.abs(u).max()) <= 1.0
-  x0b, u0b = x0 * jnp.array([1.0, -1.0, 1.0]), u0 + 0.1
-  with count_compilations() as compiles:
-    jax.block_until_ready(run(None, x0b, u0b))
-  assert compiles.count == 0
-
-
 def test_config_checks():
   with pytest.raises(ValueError, match="ilqr.ILQRConfig.iterations must be a positive int"):
     ILQRConfig(iterations=0)
@@ -121,6 +113,22 @@ def test_config_checks():
     ILQRConfig(mu_factor=1.0)
   with pytest.raises(ValueError, match="those that do: cartpole_swingup"):
     true_dynamics("hopper")
+
+
+def test_pets_takes_an_ilqr_config_and_round_trips_it():
+  import dataclasses
+  import json
+  from mbrl_jax.algorithms import pets
+  from mbrl_jax.run import config as config_lib
+  config = pets.PRESETS["ilqr-swingup"]
+  assert config.planner.is_ilqr and pets.planner_rows_per_member(config) is None
+  saved = json.loads(json.dumps(dataclasses.asdict(config)))
+  assert saved["planner"]["optimizer"]["name"] == "ilqr"
+  assert config_lib.from_dict(pets.Config, saved) == config
+  with pytest.raises(ValueError, match="pets.Config.env 'cartpole_continuous' cannot be planned"):
+    dataclasses.replace(config, env="cartpole_continuous")
+  with pytest.raises(ValueError, match="pets.PlannerConfig.discount must be 1 with ILQRConfig"):
+    dataclasses.replace(config.planner, discount=0.99)
 
 
 def test_mpc_applies_the_gains_between_replans():
@@ -145,7 +153,7 @@ def test_ilqr_plans_on_the_ensemble_mean():
   ens = models.make_ensemble(3, 1, num_members=2, hidden_sizes=(8,))
   params = ens.init(jax.random.key(0))
   ilqr = make_ilqr(ensemble_mean_dynamics(ens), true_cost("pendulum"), horizon=4,
-                   action_size=1, config=ILQRConfig(iterations=2))
+                   action_size=1, config=ILQRConfig(iterations=1))
   x0 = jnp.array([jnp.cos(1.0), jnp.sin(1.0), 0.1])
   u, x, K, _, info = jax.jit(ilqr.optimize)(params, x0, jnp.zeros((4, 1)))
   assert np.all(np.isfinite(K)) and float(info.cost) <= float(info.initial_cost)
