@@ -385,19 +385,21 @@ def make_ilqr(dynamics: DynamicsFn, cost: CostFn, *, horizon: int, action_size: 
       raise ValueError(f"x0 must be one state [S]; got shape {x0.shape} (vmap for a batch)")
     if u_init.shape != (H, A):
       raise ValueError(f"u_init must have shape [H, A] = {(H, A)}; got {u_init.shape}")
-    u = jnp.clip(u_init, lo, hi)
-    x, J = rollout(params, x0, u)
-    mu0 = jnp.asarray(c.mu_init, jnp.float32)
-    lin = linearize(params, x, u)
-    K, k, expected = backward(lin, u, mu0)
-    costs = jnp.full((c.iterations,), jnp.nan, jnp.float32)
+    S = x0.shape[0]
+    # The loop's first pass (n = 0) is the initial rollout: zero gains about the clipped
+    # u_init reproduce it, it is accepted against J = inf, linearised and solved, and it
+    # changes no mu and counts as no iteration. So the loop body is the only copy of the
+    # linearisation and the backward pass in the program (half the compile time).
+    lin_shape = jax.eval_shape(linearize, params, jnp.zeros((H + 1, S)), jnp.zeros((H, A)))
+    lin = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), lin_shape)
 
     def cond(carry):
-      i, done = carry[0], carry[-1]
-      return (i < c.iterations) & ~done
+      n, done = carry[0], carry[-1]
+      return (n <= c.iterations) & ~done
 
     def body(carry):
-      i, x, u, J, lin, K, k, mu, costs, _, _ = carry
+      n, x, u, J, J0, lin, K, k, mu, costs, _, _ = carry
+      first = n == 0
       xs, us, Js = jax.vmap(lambda a: forward(params, x0, x, u, K, k, a))(alphas)
       Js = jnp.where(jnp.isfinite(Js), Js, jnp.inf)
       best = jnp.argmin(Js)
@@ -405,24 +407,29 @@ def make_ilqr(dynamics: DynamicsFn, cost: CostFn, *, horizon: int, action_size: 
       x_new = jnp.where(accept, xs[best], x)
       u_new = jnp.where(accept, us[best], u)
       J_new = jnp.where(accept, Js[best], J)
-      small = accept & (J - J_new < c.tolerance * (1.0 + jnp.abs(J_new)))
+      small = ~first & accept & (J - J_new < c.tolerance * (1.0 + jnp.abs(J_new)))
       mu_down = jnp.where(mu / c.mu_factor < c.mu_min, 0.0, mu / c.mu_factor)
       mu_up = jnp.maximum(mu * c.mu_factor, c.mu_min)
-      mu_new = jnp.where(accept, mu_down, mu_up)
+      mu_new = jnp.where(first, mu, jnp.where(accept, mu_down, mu_up))
       lin_new = jax.tree.map(lambda a, b: jnp.where(accept, a, b),
                              linearize(params, x_new, u_new), lin)
       K_new, k_new, expected = backward(lin_new, u_new, mu_new)
-      costs = costs.at[i].set(J_new)
+      costs = jnp.where(first, costs, costs.at[n - 1].set(J_new))
       converged = small | stationary(expected, J_new)
       done = converged | (mu_new > c.mu_max)
-      return (i + 1, x_new, u_new, J_new, lin_new, K_new, k_new, mu_new, costs, converged,
-              done)
+      return (n + 1, x_new, u_new, J_new, jnp.where(first, J_new, J0), lin_new, K_new, k_new,
+              mu_new, costs, converged, done)
 
-    converged = stationary(expected, J)
-    init = (jnp.zeros((), jnp.int32), x, u, J, lin, K, k, mu0, costs, converged, converged)
-    i, x, u, J_final, _, K, k, mu, costs, converged, _ = jax.lax.while_loop(cond, body, init)
-    info = ILQRInfo(initial_cost=J, costs=costs, cost=J_final, mu=mu, iterations=i,
-                    converged=converged)
+    inf = jnp.asarray(jnp.inf, jnp.float32)
+    init = (jnp.zeros((), jnp.int32), jnp.zeros((H + 1, S), jnp.float32),
+            jnp.clip(u_init, lo, hi), inf, inf, lin, jnp.zeros((H, A, S), jnp.float32),
+            jnp.zeros((H, A), jnp.float32), jnp.asarray(c.mu_init, jnp.float32),
+            jnp.full((c.iterations,), jnp.nan, jnp.float32), jnp.asarray(False),
+            jnp.asarray(False))
+    n, x, u, J_final, J0, _, K, k, mu, costs, converged, _ = jax.lax.while_loop(
+        cond, body, init)
+    info = ILQRInfo(initial_cost=J0, costs=costs, cost=J_final, mu=mu,
+                    iterations=jnp.maximum(n - 1, 0), converged=converged)
     return u, x, K, k, info
 
   return ILQR(optimize=optimize, rollout=rollout, horizon=H, action_size=A, lower=lo, upper=hi)
