@@ -33,7 +33,7 @@ from mbrl_jax.envs import acting
 from mbrl_jax.planning import dynamics as dyn_lib
 from mbrl_jax.planning import ilqr as ilqr_lib
 from mbrl_jax.planning import optimizers as opt_lib
-from mbrl_jax.planning.mpc import make_mpc
+from mbrl_jax.planning.mpc import MPC, make_mpc
 from mbrl_jax.planning.trajectory import make_trajectory_evaluator
 from mbrl_jax.types import PRNGKey
 
@@ -127,7 +127,7 @@ class Parts(NamedTuple):
   """The env and the controller (`act(state, params, obs)`; params are None here)."""
 
   env: Env
-  mpc: ilqr_lib.ILQRMPC | object
+  mpc: ilqr_lib.ILQRMPC | MPC
   is_ilqr: bool
 
 

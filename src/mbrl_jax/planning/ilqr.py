@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mbrl_jax import checks
-from mbrl_jax.planning.base import OptimizerInfo
+from mbrl_jax.planning.optimizers import _check_bounds
 from mbrl_jax.types import Params, PRNGKey
 
 DynamicsFn = Callable[[Params, jax.Array, jax.Array], jax.Array]     # (params, x [S], u [A]) -> [S]
@@ -278,18 +278,6 @@ class ILQR(NamedTuple):
   upper: np.ndarray
 
 
-def _box(name: str, value: Any, horizon: int, action_size: int) -> np.ndarray:
-  arr = np.asarray(value, np.float32)
-  try:
-    arr = np.array(np.broadcast_to(arr, (horizon, action_size)))
-  except ValueError:
-    raise ValueError(f"{name} must be a scalar, [A] = ({action_size},) or [H, A] = "
-                     f"({horizon}, {action_size}); got shape {arr.shape}") from None
-  if not np.all(np.isfinite(arr)):
-    raise ValueError(f"{name} must be finite everywhere (iLQR clamps to a box); got {value!r}")
-  return arr
-
-
 def make_ilqr(dynamics: DynamicsFn, cost: CostFn, *, horizon: int, action_size: int,
               lower: Any = -1.0, upper: Any = 1.0, terminal_cost: TerminalCostFn | None = None,
               config: ILQRConfig = ILQRConfig()) -> ILQR:
@@ -310,14 +298,8 @@ def make_ilqr(dynamics: DynamicsFn, cost: CostFn, *, horizon: int, action_size: 
   """
   if not isinstance(config, ILQRConfig):
     raise ValueError(f"config must be an ILQRConfig; got {type(config).__name__}")
-  if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-    raise ValueError(f"horizon must be a positive int; got {horizon!r}")
-  if isinstance(action_size, bool) or not isinstance(action_size, int) or action_size < 1:
-    raise ValueError(f"action_size must be a positive int; got {action_size!r}")
-  H, A = horizon, action_size
-  lo, hi = _box("lower", lower, H, A), _box("upper", upper, H, A)
-  if np.any(lo > hi):
-    raise ValueError("lower must be <= upper everywhere")
+  # The sampling optimizers' checks: positive ints, finite bounds [H, A] with lower <= upper.
+  H, A, lo, hi = _check_bounds(horizon, action_size, lower, upper)
   alphas = np.asarray(config.line_search, np.float32)
   c = config
 
@@ -522,10 +504,3 @@ def make_ilqr_mpc(ilqr: ILQR, state_size: int, *, replan_every: int = 1,
     return action, state._replace(offset=t + 1), info
 
   return ILQRMPC(init=init, act=act, replan_every=replan_every)
-
-
-def as_optimizer_info(info: ILQRInfo, plan: jax.Array) -> OptimizerInfo:
-  """An `OptimizerInfo` view of iLQR's info (best_return = -cost, iteration_returns = -costs,
-  final_std = 0, elites = the plan), for code written against the sampling optimizers."""
-  return OptimizerInfo(best_return=-info.cost, iteration_returns=-info.costs,
-                       final_std=jnp.zeros_like(plan), elites=plan[None])
