@@ -6,9 +6,11 @@ preset (`ilqr-<task>`); its cost per plan is measured as one whole jitted episod
 (its `lax.while_loop` stops at convergence), so a single plan from one state would mislead.
 Then every CEM size in the grid (population x iterations, the same horizon) is timed on one
 plan from the env's reset state (CEM's cost does not depend on the state), the one closest to
-iLQR's ms per plan (in log ratio) is picked, and its episodes are run and timed the same way.
-A "cem/preset" row (population 100 x 5 iterations) is added for reference. Episodes are
-vmapped over `seeds` start states; returns are per seed.
+iLQR's ms per plan (in log ratio) is picked. A "cem/preset" row (population 100 x 5
+iterations) is added for reference. The rows' episode timings are then taken again, the
+planners' episodes alternated round-robin in one window (`benchlib.interleaved_medians`), so
+they compare on a machine whose speed drifts. Episodes for the returns are vmapped over
+`seeds` start states.
 
   python experiments/bench_control.py --out results/bench_control.json
   python experiments/bench_control.py --quick            # tiny sizes (the test)
@@ -72,7 +74,8 @@ def _timed(fn, *args, repeats: int) -> float:
   return float(np.median(times))
 
 
-def _row(config: mpc_control.Config, args: Args, steps: int, seeds: int) -> dict:
+def _row(config: mpc_control.Config, args: Args, steps: int, seeds: int):
+  """The row of one planner (all but its episode timing) and its jitted one-seed episode."""
   parts = mpc_control.make_parts(config)
   env, policy = parts.env, mpc_control.make_policy(parts)
   one = jax.jit(lambda k: acting.episode(env, policy, k, steps).ret)
@@ -80,15 +83,14 @@ def _row(config: mpc_control.Config, args: Args, steps: int, seeds: int) -> dict
   obs = env.reset(jax.random.key(0)).obs
   act = jax.jit(lambda s: parts.mpc.act(s, None, obs)[0])
   state = parts.mpc.init(jax.random.key(1))
-  episode_s = _timed(one, jax.random.key(2), repeats=args.repeats)
   returns = np.asarray(many(jax.random.split(jax.random.key(3), seeds)))
   p = config.planner
-  return dict(env=config.env, planner="ilqr" if isinstance(p, ILQRConfig) else "cem",
-              population=getattr(p, "population", None),
-              iterations=p.iterations, horizon=config.horizon,
-              ms_per_plan=1e3 * episode_s / steps,
-              ms_per_plan_single=1e3 * _timed(act, state, repeats=args.repeats),
-              return_mean=float(returns.mean()), returns=returns.tolist(), seeds=seeds)
+  row = dict(env=config.env, planner="ilqr" if isinstance(p, ILQRConfig) else "cem",
+             population=getattr(p, "population", None),
+             iterations=p.iterations, horizon=config.horizon,
+             ms_per_plan_single=1e3 * _timed(act, state, repeats=args.repeats),
+             return_mean=float(returns.mean()), returns=returns.tolist(), seeds=seeds)
+  return row, one
 
 
 def _plan_ms(config: mpc_control.Config, repeats: int) -> float:
@@ -111,9 +113,10 @@ def main(args: Args) -> list[dict]:
         base, horizon=horizon, episode_length=args.episode_length,
         planner=dataclasses.replace(base.planner,
                                     iterations=args.ilqr_iterations or base.planner.iterations))
-    rows.append(dict(name=f"{env_name}/ilqr", **_row(ilqr, args, args.episode_length,
-                                                      args.seeds)))
-    target = rows[-1]["ms_per_plan"]
+    subjects = {f"{env_name}/ilqr": _row(ilqr, args, args.episode_length, args.seeds)}
+    ilqr_episode = subjects[f"{env_name}/ilqr"][1]
+    target = 1e3 * _timed(ilqr_episode, jax.random.key(2), repeats=args.repeats)
+    target /= args.episode_length
     scanned = []
     for pop in args.populations:
       for it in args.iterations:
@@ -121,14 +124,18 @@ def main(args: Args) -> list[dict]:
                                                           return_mean_elites=True))
         scanned.append((abs(math.log(_plan_ms(cem, args.repeats) / target)), pop, it, cem))
     _, pop, it, cem = min(scanned, key=lambda s: s[0])
-    rows.append(dict(name=f"{env_name}/cem/equal-time", **_row(cem, args, args.episode_length,
-                                                                args.seeds)))
-    if args.quick:
-      continue
-    ref = dataclasses.replace(ilqr, planner=CEMConfig(population=100, iterations=5,
-                                                      return_mean_elites=True))
-    rows.append(dict(name=f"{env_name}/cem/preset", **_row(ref, args, args.episode_length,
-                                                            args.seeds)))
+    subjects[f"{env_name}/cem/equal-time"] = _row(cem, args, args.episode_length, args.seeds)
+    if not args.quick:
+      ref = dataclasses.replace(ilqr, planner=CEMConfig(population=100, iterations=5,
+                                                        return_mean_elites=True))
+      subjects[f"{env_name}/cem/preset"] = _row(ref, args, args.episode_length, args.seeds)
+    # The final episode timings in one window, round-robin (the machine's speed drifts).
+    seconds = benchlib.interleaved_medians(
+        {name: (episode, (jax.random.key(2),)) for name, (_, episode) in subjects.items()},
+        repeats=args.repeats, warmup=1)
+    for name, (row, _) in subjects.items():
+      rows.append(dict(name=name, ms_per_plan=1e3 * seconds[name] / args.episode_length,
+                       **row))
   print(f"{'name':34s} {'pop x it':>10s} {'H':>3s} {'ms/plan':>8s} {'ms(reset)':>9s} "
         f"{'return':>8s}  returns")
   for r in rows:

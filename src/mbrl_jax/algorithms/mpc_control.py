@@ -37,10 +37,6 @@ from mbrl_jax.planning.mpc import MPC, make_mpc
 from mbrl_jax.planning.trajectory import make_trajectory_evaluator
 from mbrl_jax.types import PRNGKey
 
-# Envs with differentiable true dynamics AND a reward with a useful gradient (cartpole_
-# continuous' reward is a constant alive bonus: iLQR has nothing to descend there).
-ILQR_ENVS = ("cartpole_swingup", "pendulum")
-
 PlannerConfig = (ilqr_lib.ILQRConfig | opt_lib.CEMConfig | opt_lib.ICEMConfig
                  | opt_lib.MPPIConfig | opt_lib.RandomShootingConfig | opt_lib.GradientConfig)
 _PLANNERS = (ilqr_lib.ILQRConfig, *opt_lib.OPTIMIZERS.values())
@@ -52,7 +48,7 @@ class Config:
 
   Attributes:
     env: one of the envs with differentiable pure-JAX dynamics
-      (`planning.TRUE_DYNAMICS_ENVS`); iLQR needs one of `ILQR_ENVS`.
+      (`planning.TRUE_DYNAMICS_ENVS`); iLQR needs one of `planning.dynamics.ILQR_ENVS`.
     planner: ILQRConfig or a sampling optimizer's config (CEMConfig, ICEMConfig, ...).
     horizon: planning horizon H.
     replan_every: re-optimise every k env steps.
@@ -74,9 +70,9 @@ class Config:
     if not isinstance(self.planner, _PLANNERS):
       checks.fail(self, "planner", f"must be one of {[c.__name__ for c in _PLANNERS]}, got "
                   f"{self.planner!r}")
-    if isinstance(self.planner, ilqr_lib.ILQRConfig) and self.env not in ILQR_ENVS:
+    if isinstance(self.planner, ilqr_lib.ILQRConfig) and self.env not in dyn_lib.ILQR_ENVS:
       checks.fail(self, "env", f"{self.env!r}: iLQR needs differentiable true dynamics and a "
-                  f"reward with a gradient; envs that have them: {', '.join(ILQR_ENVS)}")
+                  f"reward with a gradient; envs that have them: {', '.join(dyn_lib.ILQR_ENVS)}")
     if self.env not in dyn_lib.TRUE_DYNAMICS_ENVS:
       checks.fail(self, "env", f"{self.env!r} has no differentiable pure-JAX true model here; "
                   f"envs that have one: {', '.join(dyn_lib.TRUE_DYNAMICS_ENVS)}")

@@ -89,7 +89,7 @@ class PlannerConfig:
       prediction (`planning.ensemble_mean_dynamics`: no particles, no sampling) with the
       known reward as negative cost, applying its feedback gains between replans; it ignores
       num_particles, propagation, member_assignment and risk_coef, needs discount 1 and an
-      env of `ILQR_ENVS` (no termination, a reward with a gradient).
+      env of `planning.dynamics.ILQR_ENVS` (no termination, a reward with a gradient).
     horizon: planning horizon H.
     num_particles: particles per sequence.
     propagation: how particles use the ensemble: "ts1", "tsinf" or "expectation" (see
@@ -139,10 +139,6 @@ class PlannerConfig:
     return isinstance(self.optimizer, ilqr_lib.ILQRConfig)
 
 
-# Envs where PETS can plan with iLQR: no termination (iLQR has no notion of it) and a reward
-# with a useful gradient.
-ILQR_ENVS = ("cartpole_swingup", "pendulum")
-
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -174,9 +170,10 @@ class Config:
     if self.env not in envs.task_fn_names():
       checks.fail(self, "env", f"{self.env!r} has no reward/termination functions; PETS needs "
                   f"one of {', '.join(envs.task_fn_names())}")
-    if self.planner.is_ilqr and self.env not in ILQR_ENVS:
+    if self.planner.is_ilqr and self.env not in dyn_lib.ILQR_ENVS:
       checks.fail(self, "env", f"{self.env!r} cannot be planned with iLQR (it needs an env that "
-                  f"never terminates and a reward with a gradient): one of {', '.join(ILQR_ENVS)}")
+                  f"never terminates and a reward with a gradient): one of "
+                  f"{', '.join(dyn_lib.ILQR_ENVS)}")
     checks.positive_int(self, "trials", "trial_length")
     checks.int_at_least(self, "random_trials", 1, " (the first fit needs data)")
 
@@ -203,8 +200,8 @@ PRESETS: dict[str, Config] = {
             optimizer=opt_lib.CEMConfig(population=350, iterations=5, elite_ratio=0.1,
                                         alpha=0.1, return_mean_elites=True),
             horizon=15, num_particles=20, propagation="tsinf")),
-    # iLQR on the ensemble's mean prediction, cartpole swing-up (PETS' task); a smaller
-    # ensemble than PETS' so a trial is quick on a CPU.
+    # iLQR (5 iterations, horizon 20) on the mean prediction of PETS' ensemble, cart-pole
+    # swing-up (PETS' task): ~10 s per trial on a 2-core CPU.
     "ilqr-swingup": Config(
         env="cartpole_swingup", trials=8, random_trials=1, trial_length=200,
         model=ModelConfig(num_members=5, hidden_sizes=(200, 200, 200), activation="silu"),

@@ -18,6 +18,7 @@ from mbrl_jax.planning.base import (
     TrajectoryStats,
 )
 from mbrl_jax.planning.dynamics import (
+    ILQR_ENVS,
     TRUE_DYNAMICS_ENVS,
     ensemble_mean_dynamics,
     true_cost,
@@ -67,6 +68,6 @@ __all__ = [
     "make_random_shooting", "shift",
     "ILQR", "ILQRMPC", "ILQRConfig", "ILQRInfo", "ILQRMPCState", "LQRSolution", "lqr",
     "make_ilqr", "make_ilqr_mpc",
-    "TRUE_DYNAMICS_ENVS", "ensemble_mean_dynamics", "true_cost", "true_dynamics",
+    "ILQR_ENVS", "TRUE_DYNAMICS_ENVS", "ensemble_mean_dynamics", "true_cost", "true_dynamics",
     "true_model_fn",
 ]

@@ -51,6 +51,11 @@ OBS_TO_STATE: dict[str, Callable[[jax.Array], jax.Array]] = {
 TRUE_DYNAMICS_ENVS = tuple(OBS_TO_STATE)
 """Envs whose true dynamics are differentiable pure JAX on their obs (`true_dynamics`)."""
 
+ILQR_ENVS = ("cartpole_swingup", "pendulum")
+"""Envs iLQR can plan on (with the true model or a learned one): they never terminate (iLQR
+has no notion of termination) and their known reward has a useful gradient (cartpole_
+continuous' is a constant alive bonus)."""
+
 
 def _check(name: str) -> None:
   if name not in OBS_TO_STATE:
