@@ -335,6 +335,14 @@ def make_step(config: Config, parts: Parts | None = None) -> Callable[[State], t
     mean_over_steps = lambda x: jnp.nansum(jnp.where(active, x, jnp.nan)) / count
     epochs = jnp.maximum(fit_metrics.epochs, 1)
     last = lambda x: jnp.nanmean(x[epochs - 1])
+    if config.planner.is_ilqr:
+      planner_metrics = {
+          "planner/predicted_return": mean_over_steps(-info.cost),
+          "planner/iterations": mean_over_steps(info.iterations.astype(jnp.float32))}
+    else:
+      planner_metrics = {
+          "planner/predicted_return": mean_over_steps(info.best_return),
+          "planner/final_std": mean_over_steps(info.final_std.mean(axis=(-2, -1)))}
     metrics = {
         "train/return": ret,
         "train/episode_length": length,
@@ -344,13 +352,8 @@ def make_step(config: Config, parts: Parts | None = None) -> Callable[[State], t
         "model/epochs": fit_metrics.epochs,
         "nonfinite/model_fit": fit_metrics.nonfinite_data | fit_metrics.nonfinite_loss,
         "nonfinite/model_params": tree.nonfinite(fit_state.params),
+        **planner_metrics,
     }
-    if config.planner.is_ilqr:
-      metrics["planner/predicted_return"] = mean_over_steps(-info.cost)
-      metrics["planner/iterations"] = mean_over_steps(info.iterations.astype(jnp.float32))
-    else:
-      metrics["planner/predicted_return"] = mean_over_steps(info.best_return)
-      metrics["planner/final_std"] = mean_over_steps(info.final_std.mean(axis=(-2, -1)))
     new_state = State(buffer=buffer, fit_state=fit_state, key=key, trial=state.trial + 1,
                       env_steps=state.env_steps + length)
     return new_state, metrics
