@@ -39,6 +39,8 @@ from mbrl_jax import models
 from mbrl_jax import tree
 from mbrl_jax.algorithms.base import Algorithm
 from mbrl_jax.envs import acting
+from mbrl_jax.planning import dynamics as dyn_lib
+from mbrl_jax.planning import ilqr as ilqr_lib
 from mbrl_jax.planning import optimizers as opt_lib
 from mbrl_jax.planning.mpc import make_mpc
 from mbrl_jax.planning.trajectory import MEMBER_ASSIGNMENTS, make_trajectory_evaluator
@@ -81,9 +83,13 @@ class PlannerConfig:
 
   Attributes:
     optimizer: the optimizer and its own settings, one of `mbrl_jax.planning`'s configs
-      (CEMConfig, ICEMConfig, MPPIConfig, RandomShootingConfig, GradientConfig). The default
-      is mbrl-lib's PETS CEM: population 350, 5 iterations, 10% elites, momentum 0.1,
-      returning the elite mean.
+      (CEMConfig, ICEMConfig, MPPIConfig, RandomShootingConfig, GradientConfig, ILQRConfig).
+      The default is mbrl-lib's PETS CEM: population 350, 5 iterations, 10% elites, momentum
+      0.1, returning the elite mean. ILQRConfig plans with iLQR on the ensemble's MEAN
+      prediction (`planning.ensemble_mean_dynamics`: no particles, no sampling) with the
+      known reward as negative cost, applying its feedback gains between replans; it ignores
+      num_particles, propagation, member_assignment and risk_coef, needs discount 1 and an
+      env of `planning.dynamics.ILQR_ENVS` (no termination, a reward with a gradient).
     horizon: planning horizon H.
     num_particles: particles per sequence.
     propagation: how particles use the ensemble: "ts1", "tsinf" or "expectation" (see
@@ -95,7 +101,7 @@ class PlannerConfig:
     replan_every: re-optimise every k env steps.
   """
 
-  optimizer: opt_lib.OptimizerConfig = opt_lib.CEMConfig(
+  optimizer: opt_lib.OptimizerConfig | ilqr_lib.ILQRConfig = opt_lib.CEMConfig(
       population=350, iterations=5, elite_ratio=0.1, alpha=0.1, return_mean_elites=True)
   horizon: int = 15
   num_particles: int = 20
@@ -106,22 +112,32 @@ class PlannerConfig:
   replan_every: int = 1
 
   def __post_init__(self):
-    if not isinstance(self.optimizer, tuple(opt_lib.OPTIMIZERS.values())):
-      checks.fail(self, "optimizer", f"must be one of "
-                  f"{[c.__name__ for c in opt_lib.OPTIMIZERS.values()]}, got {self.optimizer!r}")
+    planners = (*opt_lib.OPTIMIZERS.values(), ilqr_lib.ILQRConfig)
+    if not isinstance(self.optimizer, planners):
+      checks.fail(self, "optimizer", f"must be one of {[c.__name__ for c in planners]}, got "
+                  f"{self.optimizer!r}")
     checks.positive_int(self, "horizon", "num_particles")
     checks.one_of(self, "propagation", ("ts1", "tsinf", "expectation"))
     checks.one_of(self, "member_assignment", MEMBER_ASSIGNMENTS)
     if not isinstance(self.replan_every, int) or not 1 <= self.replan_every <= self.horizon:
       checks.fail(self, "replan_every", f"must be in [1, horizon={self.horizon}], got "
                   f"{self.replan_every!r}")
+    if self.is_ilqr and self.discount != 1.0:
+      checks.fail(self, "discount", f"must be 1 with ILQRConfig (iLQR plans undiscounted), "
+                  f"got {self.discount!r}")
     # The factories check the rest (the optimizer against the horizon, discount, risk).
     try:
-      opt_lib.make_optimizer(self.optimizer, horizon=self.horizon, action_size=1)
+      if not self.is_ilqr:
+        opt_lib.make_optimizer(self.optimizer, horizon=self.horizon, action_size=1)
       make_trajectory_evaluator(lambda *a: None, num_particles=self.num_particles,
                                 discount=self.discount, risk_coef=self.risk_coef)
     except ValueError as e:
       raise ValueError(f"{checks.name(self)}: {e}") from None
+
+  @property
+  def is_ilqr(self) -> bool:
+    return isinstance(self.optimizer, ilqr_lib.ILQRConfig)
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +170,10 @@ class Config:
     if self.env not in envs.task_fn_names():
       checks.fail(self, "env", f"{self.env!r} has no reward/termination functions; PETS needs "
                   f"one of {', '.join(envs.task_fn_names())}")
+    if self.planner.is_ilqr and self.env not in dyn_lib.ILQR_ENVS:
+      checks.fail(self, "env", f"{self.env!r} cannot be planned with iLQR (it needs an env that "
+                  f"never terminates and a reward with a gradient): one of "
+                  f"{', '.join(dyn_lib.ILQR_ENVS)}")
     checks.positive_int(self, "trials", "trial_length")
     checks.int_at_least(self, "random_trials", 1, " (the first fit needs data)")
 
@@ -180,12 +200,20 @@ PRESETS: dict[str, Config] = {
             optimizer=opt_lib.CEMConfig(population=350, iterations=5, elite_ratio=0.1,
                                         alpha=0.1, return_mean_elites=True),
             horizon=15, num_particles=20, propagation="tsinf")),
+    # iLQR (5 iterations, horizon 20) on the mean prediction of PETS' ensemble, cart-pole
+    # swing-up (PETS' task): ~10 s per trial on a 2-core CPU.
+    "ilqr-swingup": Config(
+        env="cartpole_swingup", trials=8, random_trials=1, trial_length=200,
+        model=ModelConfig(num_members=5, hidden_sizes=(200, 200, 200), activation="silu"),
+        planner=PlannerConfig(optimizer=ilqr_lib.ILQRConfig(iterations=5), horizon=20)),
 }
 """Named starting points (`experiments/pets.py --preset NAME`)."""
 
 
-def _make_optimizer(config: Config, action_size: int) -> opt_lib.Optimizer:
+def _make_optimizer(config: Config, action_size: int) -> opt_lib.Optimizer | None:
   p = config.planner
+  if p.is_ilqr:
+    return None                     # iLQR is built in `_make_mpc`, around the ensemble
   return opt_lib.make_optimizer(p.optimizer, horizon=p.horizon, action_size=action_size,
                                 lower=-1.0, upper=1.0)
 
@@ -214,7 +242,7 @@ class Parts(NamedTuple):
   env: Env
   ensemble: models.Ensemble
   trainer: models.Trainer
-  optimizer: opt_lib.Optimizer
+  optimizer: opt_lib.Optimizer | None          # None with ILQRConfig
   reward_fn: Callable
   termination_fn: Callable
 
@@ -267,8 +295,17 @@ def _mpc_policy(mpc, params) -> acting.Policy:
 
 def _make_mpc(config: Config, parts: Parts):
   """MPC on the ensemble: the configured optimizer over particle rollouts with the env's
-  known reward and termination."""
+  known reward and termination, or iLQR on the ensemble's mean prediction."""
   p = config.planner
+  if p.is_ilqr:
+    reward_fn = parts.reward_fn
+    ilqr = ilqr_lib.make_ilqr(
+        dyn_lib.ensemble_mean_dynamics(parts.ensemble),
+        lambda params, obs, action, next_obs: -reward_fn(obs, action, next_obs),
+        horizon=p.horizon, action_size=parts.env.action_size, lower=-1.0, upper=1.0,
+        config=p.optimizer)
+    return ilqr_lib.make_ilqr_mpc(ilqr, parts.env.observation_size,
+                                  replan_every=p.replan_every)
   evaluate = make_trajectory_evaluator(
       functools.partial(parts.ensemble.predict, mode=p.propagation),
       noise_size=parts.ensemble.noise_size, member_assignment=p.member_assignment,
@@ -298,6 +335,14 @@ def make_step(config: Config, parts: Parts | None = None) -> Callable[[State], t
     mean_over_steps = lambda x: jnp.nansum(jnp.where(active, x, jnp.nan)) / count
     epochs = jnp.maximum(fit_metrics.epochs, 1)
     last = lambda x: jnp.nanmean(x[epochs - 1])
+    if config.planner.is_ilqr:
+      planner_metrics = {
+          "planner/predicted_return": mean_over_steps(-info.cost),
+          "planner/iterations": mean_over_steps(info.iterations.astype(jnp.float32))}
+    else:
+      planner_metrics = {
+          "planner/predicted_return": mean_over_steps(info.best_return),
+          "planner/final_std": mean_over_steps(info.final_std.mean(axis=(-2, -1)))}
     metrics = {
         "train/return": ret,
         "train/episode_length": length,
@@ -307,8 +352,7 @@ def make_step(config: Config, parts: Parts | None = None) -> Callable[[State], t
         "model/epochs": fit_metrics.epochs,
         "nonfinite/model_fit": fit_metrics.nonfinite_data | fit_metrics.nonfinite_loss,
         "nonfinite/model_params": tree.nonfinite(fit_state.params),
-        "planner/predicted_return": mean_over_steps(info.best_return),
-        "planner/final_std": mean_over_steps(info.final_std.mean(axis=(-2, -1))),
+        **planner_metrics,
     }
     new_state = State(buffer=buffer, fit_state=fit_state, key=key, trial=state.trial + 1,
                       env_steps=state.env_steps + length)
@@ -324,9 +368,12 @@ def make_policy(state: State, config: Config, parts: Parts | None = None) -> act
   return _mpc_policy(_make_mpc(config, parts), state.fit_state.params)
 
 
-def planner_rows_per_member(config: Config) -> int:
-  """Rows each ensemble member's products see in one planning step (picks compile options)."""
+def planner_rows_per_member(config: Config) -> int | None:
+  """Rows each ensemble member's products see in one planning step (picks compile options);
+  None (the defaults) for iLQR, whose products are one row and its tangents."""
   p, m = config.planner, config.model
+  if p.is_ilqr:
+    return None
   sequences = (p.optimizer.num_starts if isinstance(p.optimizer, opt_lib.GradientConfig)
                else p.optimizer.population)
   return sequences * p.num_particles // (m.num_elites or m.num_members)

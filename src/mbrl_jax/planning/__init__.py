@@ -1,5 +1,7 @@
 """Planning: action-sequence optimizers (random shooting, CEM, iCEM, MPPI, gradient) over a
-carried `PlanState`, trajectory evaluation through a learned model, and the MPC controller.
+carried `PlanState`, trajectory evaluation through a learned model, and the MPC controller;
+LQR and iLQR with its own MPC controller (`mbrl_jax.planning.ilqr`) and the differentiable
+true / learned dynamics it plans with (`mbrl_jax.planning.dynamics`).
 The function types are Protocols in `mbrl_jax.planning.base`."""
 
 from mbrl_jax.planning.base import (
@@ -14,6 +16,25 @@ from mbrl_jax.planning.base import (
     ShiftFn,
     TaskFn,
     TrajectoryStats,
+)
+from mbrl_jax.planning.dynamics import (
+    ILQR_ENVS,
+    TRUE_DYNAMICS_ENVS,
+    ensemble_mean_dynamics,
+    true_cost,
+    true_dynamics,
+    true_model_fn,
+)
+from mbrl_jax.planning.ilqr import (
+    ILQR,
+    ILQRMPC,
+    ILQRConfig,
+    ILQRInfo,
+    ILQRMPCState,
+    LQRSolution,
+    lqr,
+    make_ilqr,
+    make_ilqr_mpc,
 )
 from mbrl_jax.planning.mpc import MPC, MPCState, make_mpc
 from mbrl_jax.planning.optimizers import (
@@ -45,4 +66,8 @@ __all__ = [
     "OptimizerConfig", "RandomShootingConfig", "colored_noise", "icem_population_sizes",
     "make_cem", "make_gradient", "make_icem", "make_mppi", "make_optimizer",
     "make_random_shooting", "shift",
+    "ILQR", "ILQRMPC", "ILQRConfig", "ILQRInfo", "ILQRMPCState", "LQRSolution", "lqr",
+    "make_ilqr", "make_ilqr_mpc",
+    "ILQR_ENVS", "TRUE_DYNAMICS_ENVS", "ensemble_mean_dynamics", "true_cost", "true_dynamics",
+    "true_model_fn",
 ]
