@@ -1,6 +1,7 @@
 """Model-based RL algorithms as compiled, scanned, vmappable loops: PETS, MBPO (and model-free
-SAC on MBPO's loop), Dreamer."""
+SAC on MBPO's loop), Dreamer, and MPC on an env's true model (`mpc_control`: iLQR or a sampling
+optimizer)."""
 
-from mbrl_jax.algorithms import dreamer, mbpo, pets, sac
+from mbrl_jax.algorithms import dreamer, mbpo, mpc_control, pets, sac
 
-__all__ = ["dreamer", "mbpo", "pets", "sac"]
+__all__ = ["dreamer", "mbpo", "mpc_control", "pets", "sac"]
