@@ -109,3 +109,10 @@ def test_gradients_are_finite_at_a_point_mass():
   grad = jax.grad(lambda m: moments.saturating_cost(m, jnp.zeros((2, 2)), jnp.zeros(2),
                                                     jnp.eye(2))[0])(jnp.ones(2))
   assert np.isfinite(np.asarray(grad)).all()
+
+
+def test_expected_similarity_is_one_minus_the_cost():
+  m, s = _gaussian(jax.random.key(12), 3)
+  w, t = jnp.eye(3) * 2.0, jnp.ones(3)
+  np.testing.assert_allclose(moments.expected_similarity(m, s, t, w),
+                             1.0 - moments.saturating_cost(m, s, t, w)[0], atol=1e-6)

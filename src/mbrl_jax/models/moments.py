@@ -11,6 +11,7 @@ said, and differentiable, so a rollout built from them can be optimised by autod
   sin_squash         u = u_max * sin(z)                                 (PILCO's gSin)
   linear             y = W x + b                                        (linear policy)
   saturating_cost    E and Var of 1 - exp(-(x - t)^T W (x - t) / 2)     (PILCO's lossSat)
+  expected_similarity  E[exp(-(x - t)^T W (x - t) / 2)], 1 - that cost, for objectives
   joint              the Gaussian of [x, y] from x's and y's moments and cov(x, y)
   through_input      cov(z, y) for z jointly Gaussian with y's input (Stein's lemma)
 
@@ -119,6 +120,27 @@ def linear(m: jax.Array, s: jax.Array, w: jax.Array, b: jax.Array | None = None)
   return mean, w @ s @ w.T, s @ w.T
 
 
+def expected_similarity(m: jax.Array, s: jax.Array, target: jax.Array, w: jax.Array
+                        ) -> jax.Array:
+  """E[exp(-(x - t)^T W (x - t) / 2)] for x ~ N(m, s), in closed form:
+  |I + s W|^-1/2 exp(-(m - t)^T W (I + s W)^-1 (m - t) / 2); 1 - the saturating cost, without
+  the rounding of 1 - (nearly 1) far from the target (so its gradient keeps its digits).
+
+  Args:
+    m, s: the state's mean [D] and covariance [D, D].
+    target: t.                                       # [D]
+    w: the symmetric positive semi-definite weight.  # [D, D]
+
+  Returns:
+    [] in (0, 1].
+  """
+  eye = jnp.eye(m.shape[0], dtype=m.dtype)
+  d = m - target
+  # (m - t)^T W (I + s W)^-1 (m - t) with W (I + s W)^-1 = solve(I + W s, W)^T.
+  quad = d @ jnp.linalg.solve(eye + w @ s, w).T @ d
+  return jnp.exp(-0.5 * quad - 0.5 * jnp.linalg.slogdet(eye + s @ w)[1])
+
+
 def saturating_cost(m: jax.Array, s: jax.Array, target: jax.Array, w: jax.Array
                     ) -> tuple[jax.Array, jax.Array]:
   """Mean and variance of the saturating cost c(x) = 1 - exp(-(x - t)^T W (x - t) / 2) for
@@ -135,17 +157,8 @@ def saturating_cost(m: jax.Array, s: jax.Array, target: jax.Array, w: jax.Array
   Returns:
     (mean [], variance []).
   """
-  eye = jnp.eye(m.shape[0], dtype=m.dtype)
-  d = m - target
-
-  def expected_exp(scale):
-    ws = scale * w
-    a = eye + s @ ws
-    # (m - t)^T ws (I + s ws)^-1 (m - t) with ws (I + s ws)^-1 = solve(I + ws s, ws)^T.
-    quad = d @ jnp.linalg.solve(eye + ws @ s, ws).T @ d
-    return jnp.exp(-0.5 * quad - 0.5 * jnp.linalg.slogdet(a)[1])
-
-  r1, r2 = expected_exp(1.0), expected_exp(2.0)
+  r1 = expected_similarity(m, s, target, w)
+  r2 = expected_similarity(m, s, target, 2.0 * w)
   return 1.0 - r1, jnp.maximum(r2 - r1**2, 0.0)
 
 
