@@ -1,5 +1,6 @@
 """Dynamics models: the one MLP (`networks`), MLP ensembles, normalisers, and their fitting;
-the Dreamer world model (`rssm`) and the DreamerV3 transforms (`transforms`)."""
+the Dreamer world model (`rssm`) and the DreamerV3 transforms (`transforms`); Gaussian
+processes with moment matching for PILCO (`gp`)."""
 
 from mbrl_jax.models.ensemble import (
     PROPAGATION_MODES,
@@ -12,7 +13,7 @@ from mbrl_jax.models.ensemble import (
     check_mode,
     make_ensemble,
 )
-from mbrl_jax.models import networks, rssm, transforms  # noqa: F401
+from mbrl_jax.models import gp, networks, rssm, transforms  # noqa: F401
 from mbrl_jax.models.networks import ACTIVATIONS, MLP
 from mbrl_jax.models.normalizer import Normalizer
 from mbrl_jax.models.training import (
