@@ -478,7 +478,9 @@ def optimise_policy(config: Config, objective: Callable[[Any], jax.Array], param
                     ) -> tuple[Any, jax.Array, jax.Array]:
   """`config.optimiser.steps` steps of L-BFGS or Adam on `objective`, as a `lax.scan`;
   returns (the best parameters seen, the objective there, the objective at the start).
-  Keeping the best guards against a step that makes the objective NaN."""
+  Keeping the best guards against a step that makes the objective NaN (float32 moment
+  matching can lose positive definiteness); after such a step the optimiser restarts from the
+  best point."""
   o = config.optimiser
   first = objective(params)
   if o.steps == 0:
@@ -502,10 +504,16 @@ def optimise_policy(config: Config, objective: Callable[[Any], jax.Array], param
     best = jax.tree.map(lambda a, b: jnp.where(better, a, b), p, best)
     best_value = jnp.where(better, value, best_value)
     if o.kind == "lbfgs":
-      updates, st = opt.update(grad, st, p, value=value, grad=grad, value_fn=objective)
+      updates, st_next = opt.update(grad, st, p, value=value, grad=grad, value_fn=objective)
     else:
-      updates, st = opt.update(grad, st, p)
-    return (optax.apply_updates(p, updates), st, best, best_value), None
+      updates, st_next = opt.update(grad, st, p)
+    # A point where the rollout went non-finite: restart from the best point so far (else
+    # the zeroed gradients would leave the optimiser stuck there).
+    ok = jnp.isfinite(value)
+    p_next = jax.tree.map(lambda a, b: jnp.where(ok, a, b), optax.apply_updates(p, updates),
+                          best)
+    st_next = jax.tree.map(lambda a, b: jnp.where(ok, a, b), st_next, opt.init(best))
+    return (p_next, st_next, best, best_value), None
 
   init = (params, opt.init(params), params, jnp.where(jnp.isfinite(first), first, jnp.inf))
   (p, _, best, best_value), _ = jax.lax.scan(body, init, None, length=o.steps)
