@@ -468,7 +468,12 @@ def _predicted_gain(config, layout, policy_params, post, horizon):
     ma, sa = _augment(layout, m, s)
     c = jnp.asarray(layout.cost_dims)
     target, w = cost_weights(config, layout)
-    return (m, s), moments.expected_similarity(ma[c], sa[c][:, c], target, w)
+    sim = moments.expected_similarity(ma[c], sa[c][:, c], target, w)
+    # float32 moment matching can return an indefinite covariance; the closed-form cost of
+    # one is meaningless (a "similarity" above 1 that the optimiser would exploit): NaN it,
+    # so `optimise_policy` rejects the point.
+    sane = jnp.all(jnp.diag(s) >= 0.0) & (sim >= 0.0) & (sim <= 1.0)
+    return (m, s), jnp.where(sane, sim, jnp.nan)
 
   _, similarity = jax.lax.scan(body, (m0, s0), None, length=horizon)
   return jnp.sum(similarity), 1.0 - similarity
