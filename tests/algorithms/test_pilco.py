@@ -90,7 +90,7 @@ def learn_run():
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "PILCO does not learn yet here: seen 13.28 and 12.84 learnt vs 13.33 untrained and 18.23 "
+    "PILCO does not learn yet here: seen 13.28 and 12.83 learnt vs 13.33 untrained and 18.23 "
     "random; float32 moment matching loses positive definiteness and the rollout goes NaN"))
 def test_learnt_policy_beats_the_random_trial_and_the_untrained_policy(learn_run):
   """With the optimiser's steps at 0 the first learnt trial's policy IS the untrained one, so
