@@ -114,7 +114,7 @@ def test_fit_increases_the_likelihood_and_recovers_the_lengthscale(optimizer, st
   assert float(info.loss[-1]) < float(info.loss[0])
   assert 0.6 / 1.5 < float(jnp.exp(fitted.log_lengthscales[0, 0])) < 0.6 * 1.5
   assert 0.05 < float(jnp.exp(fitted.log_noise_std[0])) < 0.2
-  assert float(info.lml[0]) > 18.0               # the optimum is 18.62 (L-BFGS, 100 steps)
+  assert float(info.lml[0]) > 18.0      # the optimum is 18.62 (seen with L-BFGS, 30+ steps)
 
 
 def test_fit_rejects_steps_whose_cholesky_fails():
@@ -257,8 +257,11 @@ def test_batched_fit_does_not_recompile_for_new_data():
   with count_compilations() as c:
     params, info = fit(starts, new_x, new_y, new_mask, cfg)
     jax.block_until_ready(params)
-  assert c.count == 0 and np.all(np.isfinite(info.lml))
+  assert c.count == 0
   assert params.log_lengthscales.shape == (2, E, D) and info.loss.shape == (2, 20)
+  lml_start = jax.vmap(gp.log_marginal_likelihood, (0, None, None, None))(
+      starts, new_x, new_y, new_mask)
+  assert np.all(info.lml > lml_start + 1.0)
 
 
 def test_config_is_validated():

@@ -22,6 +22,14 @@ matrix inv_k [E, M, M] of the predictive variance. The exact GP and the sparse o
 Snelson & Ghahramani 2006, "Sparse Gaussian Processes using Pseudo-inputs") produce the same
 fields, so `predict` and `moment_match` serve both.
 
+Precision: in float32 the Cholesky of K + sn^2 I can fail (NaN) when the noise is far below
+the signal (its error bound is about N float32 epsilons of sf^2); in a 300-row, 5-input float32
+fit of nearly noise-free targets it failed at sf / sn near 430, inside the curb's default
+snr_limit of 500. `fit` rejects such points and returns finite hyperparameters, but they can
+sit at that edge, where another compilation of `posterior` may still fail. For PILCO-sized
+problems with little noise use float64 (`jax.enable_x64`), as pilco-matlab does, or a lower
+`GPFitConfig.snr_limit` (e.g. 100).
+
 The kernels are written here by hand rather than taken from a GP library (tinygp, gpjax): the
 SE-ARD closed forms are what moment matching needs, and fixed-capacity masked data have to be
 supported; neither library does both.
