@@ -30,6 +30,8 @@ TINY: dict[str, dict] = {
                           STEPS_PER_CALL=10, BATCH_SIZE=4, SEQ_LEN=8, CONTEXT=3, HORIZON=6,
                           IMAGE_SIZE=16, CNN_DEPTH=4, PIXEL_EPISODES=2, PIXEL_TRAIN_STEPS=10,
                           PIXEL_BATCH_SIZE=2, PIXEL_SEQ_LEN=8),
+    "control.ipynb": dict(PLAN_ITERATIONS=5, MPC_HORIZON=10, MPC_ITERATIONS=3, EPISODE_LENGTH=40,
+                          PILCO_PRESET="quick"),
     "mbpo.ipynb": dict(RANDOM_STEPS=200, MEMBERS=3, ELITES=2, HIDDEN=(16, 16), FIT_EPOCHS=3,
                        FIT_BATCH=16, SAC_HIDDEN=(16, 16), SAC_BATCH=16, SAC_UPDATES=20,
                        ROLLOUT_LENGTH=3, MAX_LENGTH=5, NUM_ROLLOUTS=20, TRAJ_LENGTH=20,
