@@ -139,7 +139,6 @@ class PlannerConfig:
     return isinstance(self.optimizer, ilqr_lib.ILQRConfig)
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Config:
   """A PETS run.
@@ -298,10 +297,8 @@ def _make_mpc(config: Config, parts: Parts):
   known reward and termination, or iLQR on the ensemble's mean prediction."""
   p = config.planner
   if p.is_ilqr:
-    reward_fn = parts.reward_fn
     ilqr = ilqr_lib.make_ilqr(
-        dyn_lib.ensemble_mean_dynamics(parts.ensemble),
-        lambda params, obs, action, next_obs: -reward_fn(obs, action, next_obs),
+        dyn_lib.ensemble_mean_dynamics(parts.ensemble), dyn_lib.true_cost(config.env),
         horizon=p.horizon, action_size=parts.env.action_size, lower=-1.0, upper=1.0,
         config=p.optimizer)
     return ilqr_lib.make_ilqr_mpc(ilqr, parts.env.observation_size,
