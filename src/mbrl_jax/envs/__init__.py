@@ -12,6 +12,9 @@
 * :mod:`mbrl_jax.envs.acting`: one policy type with its own state and the one
   way to step, collect and evaluate (``acting.step``, ``collect``, ``episode``,
   ``evaluate``), used by every algorithm.
+* :mod:`mbrl_jax.envs.maze`: Sutton & Barto's chapter-8 grid mazes ("dyna",
+  "blocking", "shortcut") as pure functions (``transition``, ``walls_at``,
+  ``recurrent_model`` for tree search) and the discrete-action env :class:`Maze`.
 * :func:`rollout` / :func:`batch_rollout`: ``lax.scan`` rollouts of a stateless
   ``policy_fn(key, obs)``, returning :class:`mbrl_jax.types.Transition` with a
   leading time axis.
@@ -19,6 +22,7 @@
 
 from mbrl_jax.envs import acting
 from mbrl_jax.envs import discrete
+from mbrl_jax.envs import maze
 
 from mbrl_jax.envs.cartpole import CartpoleContinuous
 from mbrl_jax.envs.cartpole import CartpoleSwingup
@@ -26,6 +30,7 @@ from mbrl_jax.envs.discrete import CartpoleV1
 from mbrl_jax.envs.discrete import Catch
 from mbrl_jax.envs.discrete import DISCRETE_ENVS
 from mbrl_jax.envs.discrete import num_actions
+from mbrl_jax.envs.maze import Maze
 from mbrl_jax.envs.pendulum import Pendulum
 from mbrl_jax.envs.pixels import PixelObservation
 from mbrl_jax.envs.registry import default_episode_length
@@ -49,6 +54,7 @@ __all__ = [
     'Catch',
     'DISCRETE_ENVS',
     'HopperFullObs',
+    'Maze',
     'Pendulum',
     'PixelObservation',
     'TaskFns',
@@ -60,6 +66,7 @@ __all__ = [
     'get_task_fns',
     'get_termination_fn',
     'make',
+    'maze',
     'make_unwrapped',
     'num_actions',
     'random_policy',
