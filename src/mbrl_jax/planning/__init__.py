@@ -1,7 +1,8 @@
 """Planning: action-sequence optimizers (random shooting, CEM, iCEM, MPPI, gradient) over a
 carried `PlanState`, trajectory evaluation through a learned model, and the MPC controller;
 LQR and iLQR with its own MPC controller (`mbrl_jax.planning.ilqr`) and the differentiable
-true / learned dynamics it plans with (`mbrl_jax.planning.dynamics`).
+true / learned dynamics it plans with (`mbrl_jax.planning.dynamics`); tree search over
+discrete actions through mctx (`mbrl_jax.planning.search.make_mcts`: MCTS, Gumbel MuZero).
 The function types are Protocols in `mbrl_jax.planning.base`."""
 
 from mbrl_jax.planning.base import (
@@ -56,6 +57,7 @@ from mbrl_jax.planning.optimizers import (
     make_random_shooting,
     shift,
 )
+from mbrl_jax.planning.search import SEARCHES, ModelStep, RootFn, Search, SearchInfo, make_mcts
 from mbrl_jax.planning.trajectory import MEMBER_ASSIGNMENTS, make_trajectory_evaluator
 
 __all__ = [
@@ -70,4 +72,5 @@ __all__ = [
     "make_ilqr", "make_ilqr_mpc",
     "ILQR_ENVS", "TRUE_DYNAMICS_ENVS", "ensemble_mean_dynamics", "true_cost", "true_dynamics",
     "true_model_fn",
+    "SEARCHES", "ModelStep", "RootFn", "Search", "SearchInfo", "make_mcts",
 ]
