@@ -1,7 +1,8 @@
 """Model-based RL algorithms as compiled, scanned, vmappable loops: PETS, MBPO (and model-free
-SAC on MBPO's loop), Dreamer, PILCO, and MPC on an env's true model (`mpc_control`: iLQR or a
-sampling optimizer)."""
+SAC on MBPO's loop), Dreamer, PILCO, MPC on an env's true model (`mpc_control`: iLQR or a
+sampling optimizer) and tree search on a discrete env's true model (`mcts_control`: MCTS or
+Gumbel MuZero through mctx)."""
 
-from mbrl_jax.algorithms import dreamer, mbpo, mpc_control, pets, pilco, sac
+from mbrl_jax.algorithms import dreamer, mbpo, mcts_control, mpc_control, pets, pilco, sac
 
-__all__ = ["dreamer", "mbpo", "mpc_control", "pets", "pilco", "sac"]
+__all__ = ["dreamer", "mbpo", "mcts_control", "mpc_control", "pets", "pilco", "sac"]
