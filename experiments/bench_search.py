@@ -1,0 +1,140 @@
+"""Benchmark: tree-search simulations per second (mctx through `planning.make_mcts`), for root
+batch sizes 1, 64 and 1024, with two models:
+
+* "true": CartPole-v1's true model (`envs.CartpoleV1.model_step`, zero leaf value), the
+  cost of mctx's tree bookkeeping with a model that costs almost nothing;
+* "mlp": a MuZero-sized learned model with random parameters, through a `recurrent_fn`: a
+  dynamics MLP (latent + one-hot action -> next latent, reward) and a prediction MLP
+  (latent -> policy logits, value), `hidden` units per layer, two hidden layers each, a
+  `latent`-wide embedding; the root's latent is a representation MLP of the obs.
+
+Each subject is one jitted `plan` on B roots (MuZero search, `num_simulations` per root);
+the calls are timed round-robin in one window (`benchlib.interleaved_medians`).
+Simulations per second = B * num_simulations / median seconds per plan. For the MLP, the
+FLOP rate of its matrix products (2 * rows * in * out per layer, one dynamics + prediction
+pass per simulation) is reported against the matrix-multiply rate measured in the same run.
+
+  python experiments/bench_search.py --out results/bench_search.json
+  python experiments/bench_search.py --quick            # tiny sizes (the test)
+
+Rows: {name, model, batch, num_simulations, ms_per_plan, sims_per_s, hidden, latent,
+gflops (mlp), matmul_gflops, machine, device, jax}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import mctx
+import tyro
+
+import benchlib
+from mbrl_jax import envs, planning
+from mbrl_jax.models.networks import ACTIVATIONS, MLP
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+  out: pathlib.Path | None = None
+  """Write the rows as a JSON list to this file."""
+  batches: tuple[int, ...] = (1, 64, 1024)
+  """Root batch sizes."""
+  num_simulations: int = 32
+  """Simulations per root and plan."""
+  hidden: int = 128
+  """Hidden width of the MLP model's networks."""
+  latent: int = 64
+  """Width of the MLP model's embedding."""
+  repeats: int = 5
+  """Timed calls per subject (median)."""
+  quick: bool = False
+  """Tiny sizes: 4 simulations, hidden 16, latent 8, 1 repeat (batches as given, at most 4)."""
+
+
+def _mlp_model(obs_size: int, num_actions: int, hidden: int, latent: int):
+  """A random-parameter MuZero-style model: (params, root_fn, recurrent_fn, flops per sim)."""
+  act = ACTIVATIONS["relu"]
+  represent = MLP(hidden_sizes=(hidden, hidden), out_size=latent, activation=act)
+  dynamics = MLP(hidden_sizes=(hidden, hidden), out_size=latent + 1, activation=act)
+  predict = MLP(hidden_sizes=(hidden, hidden), out_size=num_actions + 1, activation=act)
+  k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+  params = dict(represent=represent.init(k1, jnp.zeros((1, obs_size))),
+                dynamics=dynamics.init(k2, jnp.zeros((1, latent + num_actions))),
+                predict=predict.init(k3, jnp.zeros((1, latent))))
+
+  def heads(params, z):
+    out = predict.apply(params["predict"], z)
+    return out[:, :num_actions], out[:, num_actions]
+
+  def root_fn(params, key, obs):
+    del key
+    z = represent.apply(params["represent"], obs)
+    logits, value = heads(params, z)
+    return mctx.RootFnOutput(prior_logits=logits, value=value, embedding=z)
+
+  def recurrent_fn(params, key, action, z):
+    del key
+    out = dynamics.apply(params["dynamics"],
+                         jnp.concatenate([z, jax.nn.one_hot(action, num_actions)], -1))
+    nxt, reward = jnp.tanh(out[:, :latent]), out[:, latent]
+    logits, value = heads(params, nxt)
+    return mctx.RecurrentFnOutput(reward=reward, discount=jnp.full_like(reward, 0.997),
+                                  prior_logits=logits, value=value), nxt
+
+  layers = lambda i, o: [(i, hidden), (hidden, hidden), (hidden, o)]
+  per_sim = sum(2 * a * b for a, b in layers(latent + num_actions, latent + 1)
+                + layers(latent, num_actions + 1))
+  return params, root_fn, recurrent_fn, per_sim
+
+
+def main(args: Args) -> list[dict]:
+  if args.quick:
+    args = dataclasses.replace(args, batches=tuple(sorted({min(b, 4) for b in args.batches})),
+                               num_simulations=4, hidden=16, latent=8,
+                               repeats=1)
+  env = envs.CartpoleV1()
+  A, S = env.num_actions, args.num_simulations
+  true = planning.make_mcts(env.model_step, num_actions=A, num_simulations=S, discount=0.99)
+  params, root_fn, recurrent_fn, flops_per_sim = _mlp_model(env.observation_size, A,
+                                                            args.hidden, args.latent)
+  learned = planning.make_mcts(recurrent_fn=recurrent_fn, root_fn=root_fn, num_actions=A,
+                               num_simulations=S)
+  subjects, meta = {}, {}
+  for batch in args.batches:
+    roots = jax.vmap(lambda k: env.reset(k).obs)(jax.random.split(jax.random.key(1), batch))
+    key = jax.random.key(2)
+    subjects[f"true/B{batch}"] = (jax.jit(lambda k, r: true.plan(None, k, r)[0]), (key, roots))
+    subjects[f"mlp/B{batch}"] = (jax.jit(lambda p, k, r: learned.plan(p, k, r)[0]),
+                                 (params, key, roots))
+    meta[f"true/B{batch}"] = ("true", batch)
+    meta[f"mlp/B{batch}"] = ("mlp", batch)
+  rows_for_ceiling = max(args.batches)
+  seconds, ceiling = benchlib.time_against_matmul(subjects, rows=rows_for_ceiling,
+                                                  width=args.hidden, repeats=args.repeats)
+  rows = []
+  for name, (model, batch) in meta.items():
+    sec = seconds[name]
+    row = dict(name=f"cartpole_v1/{name}", model=model, batch=batch, num_simulations=S,
+               ms_per_plan=1e3 * sec, sims_per_s=batch * S / sec, hidden=args.hidden,
+               latent=args.latent, matmul_gflops=float(ceiling))
+    if model == "mlp":
+      # The root's representation pass is left out (one per plan, not per simulation).
+      row["gflops"] = batch * S * flops_per_sim / sec / 1e9
+    rows.append(row)
+  print(f"{'name':28s} {'batch':>6s} {'sims':>5s} {'ms/plan':>9s} {'sims/s':>12s} "
+        f"{'GFLOP/s':>8s}  (matmul ceiling {float(ceiling):.0f} GFLOP/s)")
+  for r in rows:
+    gf = f"{r['gflops']:8.2f}" if "gflops" in r else f"{'-':>8s}"
+    print(f"{r['name']:28s} {r['batch']:6d} {r['num_simulations']:5d} {r['ms_per_plan']:9.2f} "
+          f"{r['sims_per_s']:12.0f} {gf}")
+  for r in rows:
+    r.update(benchlib.machine_info())
+  benchlib.write_rows(args.out, rows)
+  return rows
+
+
+if __name__ == "__main__":
+  main(tyro.cli(Args))
