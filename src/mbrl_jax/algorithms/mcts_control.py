@@ -150,8 +150,8 @@ class Parts(NamedTuple):
   episode_length: int
 
 
-def _maze_distances(spec: maze_lib.MazeSpec, walls: np.ndarray) -> np.ndarray:
-  """BFS steps from every cell to the goal, int [S] (-1 where the goal is out of reach)."""
+def goal_distances(spec: maze_lib.MazeSpec, walls: np.ndarray) -> np.ndarray:
+  """BFS steps from every flat cell to the maze's goal, int [S] (-1: walls, out of reach)."""
   dist = np.full(spec.num_cells, -1)
   dist[spec.flat(spec.goal)] = 0
   queue = collections.deque([spec.goal])
@@ -177,7 +177,7 @@ def make_parts(config: Config) -> Parts:
     embed = lambda obs: jnp.argmax(obs).astype(jnp.int32)
     length = config.episode_length or MAZE_EPISODE_LENGTH
     if config.value == "maze_distance":
-      dist = jnp.asarray(_maze_distances(spec, walls))
+      dist = jnp.asarray(goal_distances(spec, walls))
       goal = spec.flat(spec.goal)
       value_fn = lambda params, cell: jnp.where(
           (cell == goal) | (dist[cell] < 0), 0.0, config.discount ** (dist[cell] - 1))
