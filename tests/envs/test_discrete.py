@@ -71,14 +71,18 @@ def test_cartpole_v1_registry_and_time_limit():
     envs.num_actions("pendulum")
 
 
+_CATCH = envs.make("catch")
+_CATCH_STEP = jax.jit(_CATCH.step)
+
+
 def _catch_episode(ball_col: int, actions: list[int]):
-  env = envs.make("catch")
+  env = _CATCH
   state = acting.reset_env(env, jax.random.key(0))
   q = jnp.array([0, ball_col, 2], jnp.int32)
   state = state.replace(pipeline_state=q, obs=discrete.catch_board(*q, 10, 5))
   obs, rewards, dones = [state.obs], [], []
   for a in actions:
-    state = env.step(state, jnp.int32(a))
+    state = _CATCH_STEP(state, jnp.int32(a))
     obs.append(state.obs)
     rewards.append(float(state.reward))
     dones.append(float(state.done))
