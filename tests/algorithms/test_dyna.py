@@ -109,17 +109,11 @@ def test_dyna_q_plus_finds_the_shortcut():
   """Figure 8.5 in small (n = 10, 3 runs): after 6000 steps Dyna-Q+'s greedy path takes the
   10-step shortcut opened at step 3000, Dyna-Q's still the old 16-step way."""
   keys = jax.random.split(jax.random.key(1), 3)
-  spec = maze_lib.maze("shortcut")
   greedy = {}
   for variant in ("dyna_q", "dyna_q_plus"):
     config = dataclasses.replace(dyna.PRESETS["figure_8_5"], variant=variant,
                                  planning_steps=10)
-
-    def run(key, config=config):
-      state, _ = jax.lax.scan(lambda s, _: (dyna.real_step(config, s)[0], None),
-                              dyna.init_state(config, key), None, length=6000)
-      return dyna.greedy_path_length(spec, maze_lib.walls_at(spec, state.env_steps), state.q)
-    greedy[variant] = np.asarray(jax.jit(jax.vmap(run))(keys))
+    greedy[variant] = np.asarray(dyna.batched_steps(config, 6000)(keys).greedy_length)
   print("greedy path lengths after 6000 steps:", greedy)
   assert np.all(greedy["dyna_q_plus"] == 10) and np.all(greedy["dyna_q"] == 16)
 

@@ -329,22 +329,41 @@ def run_episodes(config: Config, key: PRNGKey, num_episodes: int) -> EpisodeStat
   return stats
 
 
+def run_steps_with_state(config: Config, key: PRNGKey, num_steps: int
+                         ) -> tuple[jax.Array, State]:
+  """`run_steps`, also returning the run's final `State`."""
+  def body(state, _):
+    state, _ = real_step(config, state)
+    return state, state.cumulative_reward
+  state, cumulative = jax.lax.scan(body, init_state(config, key), None, length=num_steps)
+  return cumulative, state
+
+
 def run_steps(config: Config, key: PRNGKey, num_steps: int) -> jax.Array:
   """Figures 8.4 and 8.5's measurement: the cumulative reward after each real step.
 
   Args:
-    config: the algorithm.
+    config: the algorithm (`num_steps` is not used).
     key: one run's key.
     num_steps: T, a Python int.
 
   Returns:
     [T] float32, cumulative reward after steps 1..T.
   """
-  def body(state, _):
-    state, _ = real_step(config, state)
-    return state, state.cumulative_reward
-  _, cumulative = jax.lax.scan(body, init_state(config, key), None, length=num_steps)
-  return cumulative
+  return run_steps_with_state(config, key, num_steps)[0]
+
+
+class StepStats(NamedTuple):
+  """What `batched_steps` measures for R runs.
+
+  Attributes:
+    cumulative_reward: after each real step (Figures 8.4 and 8.5's y axis).  # [R, T]
+    greedy_length: at the end, the greedy path length of Q from the start under the walls
+      then in force (`greedy_path_length`).                                   # [R] int32
+  """
+
+  cumulative_reward: jax.Array
+  greedy_length: jax.Array
 
 
 @functools.lru_cache(maxsize=32)
@@ -356,9 +375,16 @@ def batched_episodes(config: Config, num_episodes: int
 
 
 @functools.lru_cache(maxsize=32)
-def batched_steps(config: Config, num_steps: int) -> Callable[[jax.Array], jax.Array]:
-  """`run_steps` jitted and vmapped over keys: `fn(keys [R]) -> cumulative [R, T]`."""
-  return jax.jit(jax.vmap(lambda key: run_steps(config, key, num_steps)))
+def batched_steps(config: Config, num_steps: int) -> Callable[[jax.Array], StepStats]:
+  """`run_steps` jitted and vmapped over keys, with the final greedy path length:
+  `fn(keys [R]) -> StepStats` (memoised per config)."""
+  spec = maze_lib.maze(config.maze)
+
+  def one(key):
+    cumulative, state = run_steps_with_state(config, key, num_steps)
+    walls = maze_lib.walls_at(spec, state.env_steps)
+    return StepStats(cumulative, greedy_path_length(spec, walls, state.q))
+  return jax.jit(jax.vmap(one))
 
 
 def greedy_path_length(spec: maze_lib.MazeSpec, walls: jax.Array, q: jax.Array) -> jax.Array:
