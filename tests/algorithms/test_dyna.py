@@ -101,6 +101,19 @@ def test_planning_learns_the_dyna_maze_faster(dyna_maze_runs):
   assert np.asarray(direct.greedy_length)[:, -1].min() == spec_cells()   # none arrives yet
 
 
+def test_prioritized_sweeping_learns_the_dyna_maze():
+  """n = 5 sweeps per step (alpha 0.5, theta 1e-4, as the reference's Example 8.4): short
+  episodes and a greedy path to the goal in every run within 8 episodes."""
+  keys = jax.random.split(jax.random.key(2), RUNS)
+  config = dyna.Config(maze="dyna", variant="prioritized_sweeping", planning_steps=5,
+                       alpha=0.5, theta=1e-4)
+  stats = dyna.batched_episodes(config, EPISODES)(keys)
+  steps = np.asarray(stats.steps).mean(0)
+  print("prioritized sweeping, mean steps per episode:", steps.round(1))
+  assert steps[-3:].max() <= 25 and steps[1] < steps[0] / 4
+  assert np.all(np.asarray(stats.greedy_length)[:, -1] < spec_cells())
+
+
 def spec_cells() -> int:
   return maze_lib.maze("dyna").num_cells
 
