@@ -188,26 +188,24 @@ def init_state(config: Config, key: PRNGKey) -> State:
       cumulative_reward=jnp.zeros((), jnp.float32))
 
 
-def _nth_true(u: jax.Array, mask: jax.Array) -> jax.Array:
-  """A uniformly drawn True index of `mask` [N] (not all False), given u ~ U[0, 1): the
-  (k+1)-th True entry for k = floor(u * count). [] int32."""
-  cum = jnp.cumsum(mask.astype(jnp.int32))
+def _nth_true(u: jax.Array, cum: jax.Array) -> jax.Array:
+  """A uniformly drawn True index of a mask [N] (not all False) from its cumulative count
+  `cum` [N] and u ~ U[0, 1): the (k+1)-th True entry for k = floor(u * count). [] int32."""
   k = jnp.minimum(jnp.floor(u * cum[-1]).astype(jnp.int32), cum[-1] - 1)
   return jnp.sum(cum <= k).astype(jnp.int32)
 
 
-def _sample_pair(u: jax.Array, allowed: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """A random state with an allowed action, then a random allowed action in it.
+def _pair_sampler(allowed: jax.Array) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
+  """`sample(u [2]) -> (s, a)`: a random state with an allowed action, then a random allowed
+  action in it (the book's planning sample), for `allowed` [S, A] bool, not all False. The
+  states' cumulative count is computed once, outside the planning loop."""
+  state_cum = jnp.cumsum(allowed.any(axis=1).astype(jnp.int32))        # [S]
+  action_cum = jnp.cumsum(allowed.astype(jnp.int32), axis=1)            # [S, A]
 
-  Args:
-    u: [2] uniforms in [0, 1).
-    allowed: [S, A] bool, not all False.
-
-  Returns:
-    (s, a), [] int32 each.
-  """
-  s = _nth_true(u[0], allowed.any(axis=1))
-  return s, _nth_true(u[1], allowed[s])
+  def sample(u: jax.Array) -> tuple[jax.Array, jax.Array]:
+    s = _nth_true(u[0], state_cum)
+    return s, _nth_true(u[1], action_cum[s])
+  return sample
 
 
 def _plan(config: Config, state: State, key: PRNGKey) -> tuple[jax.Array, jax.Array]:
@@ -237,9 +235,10 @@ def _plan(config: Config, state: State, key: PRNGKey) -> tuple[jax.Array, jax.Ar
   tau = (state.env_steps - state.last_tried).astype(jnp.float32)        # [S, A]
 
   uniforms = jax.random.uniform(key, (n, 2))
+  sample = _pair_sampler(allowed)
 
   def update(i, q):
-    s, a = _sample_pair(uniforms[i], allowed)
+    s, a = sample(uniforms[i])
     r = state.model_reward[s, a]
     if plus:
       r = r + config.kappa * jnp.sqrt(tau[s, a])
