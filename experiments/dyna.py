@@ -17,7 +17,8 @@ Driver mode (seeds vmapped, checkpoints, resume, metrics; a chunk = chunk_steps 
 
 Writes DIR/config.json, DIR/metrics.jsonl, DIR/metrics.csv (per seed and chunk: env_steps,
 train/episodes, train/return, dyna/steps_per_episode, dyna/cumulative_reward,
-dyna/greedy_path_length), DIR/learning_curve.png and DIR/checkpoints/.
+dyna/greedy_path_length), DIR/learning_curve.png (cumulative reward against env steps; the
+mean return of an episode is always 1 here) and DIR/checkpoints/.
 """
 
 from __future__ import annotations
@@ -243,6 +244,7 @@ def driver_main(argv: list[str]) -> dict[str, np.ndarray]:
 
   history = run.execute(
       dyna.make(config), title=f"{config.variant} {config.maze}", line_fn=line,
+      y="dyna/cumulative_reward",
       header=f"{config.variant} on the {config.maze} maze: preset {args.preset}, seeds "
              f"{run.seeds}, n = {config.planning_steps}, {config.num_steps} steps in chunks "
              f"of {config.chunk_steps}")
