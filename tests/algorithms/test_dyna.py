@@ -5,6 +5,7 @@ and the config checks."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -131,13 +132,13 @@ def test_dyna_q_plus_finds_the_shortcut():
   assert np.all(greedy["dyna_q_plus"] == 10) and np.all(greedy["dyna_q"] == 16)
 
 
-def test_driver_runs_chunks_and_the_second_compiles_nothing():
+def test_driver_compiles_once_and_resumes(tmp_path):
   config = dataclasses.replace(dyna.PRESETS["quick"], num_steps=200, chunk_steps=100)
   keys = jnp.stack([jax.random.key(s) for s in range(2)])
   seen = []
   with count_compilations() as compiles:
-    _, history = run_lib.train(dyna.make(config), keys,
-                               progress_fn=lambda i, m: seen.append(compiles.count))
+    state, history = run_lib.train(dyna.make(config), keys, checkpoint_dir=str(tmp_path),
+                                   progress_fn=lambda i, m: seen.append(compiles.count))
   assert len(seen) == 2 and seen[0] > 0 and seen[1] == seen[0]
   np.testing.assert_array_equal(history["env_steps"], [[100, 100], [200, 200]])
   for name in ("train/episodes", "train/return", "dyna/steps_per_episode",
@@ -146,6 +147,15 @@ def test_driver_runs_chunks_and_the_second_compiles_nothing():
   np.testing.assert_array_equal(history["dyna/cumulative_reward"][-1],
                                 history["train/episodes"].sum(0))   # reward 1 per episode
   assert dyna.make(config) is dyna.make(config)
+  # Killed before its last checkpoint: the resumed run redoes chunk 1 and ends the same.
+  shutil.rmtree(tmp_path / "2")
+  redone = []
+  resumed, again = run_lib.train(dyna.make(config), keys, checkpoint_dir=str(tmp_path),
+                                 resume=True, progress_fn=lambda i, m: redone.append(i))
+  assert redone == [1]
+  for name in history:
+    np.testing.assert_array_equal(again[name], history[name], err_msg=name)
+  np.testing.assert_array_equal(resumed.q, state.q)
 
 
 @pytest.mark.parametrize("field,value,message", [
