@@ -10,15 +10,20 @@
 * :mod:`mbrl_jax.envs.acting`: one policy type with its own state and the one
   way to step, collect and evaluate (``acting.step``, ``collect``, ``episode``,
   ``evaluate``), used by every algorithm.
+* :mod:`mbrl_jax.envs.maze`: Sutton & Barto's chapter-8 grid mazes ("dyna",
+  "blocking", "shortcut") as pure functions (``transition``, ``walls_at``,
+  ``recurrent_model`` for tree search) and the discrete-action env :class:`Maze`.
 * :func:`rollout` / :func:`batch_rollout`: ``lax.scan`` rollouts of a stateless
   ``policy_fn(key, obs)``, returning :class:`mbrl_jax.types.Transition` with a
   leading time axis.
 """
 
 from mbrl_jax.envs import acting
+from mbrl_jax.envs import maze
 
 from mbrl_jax.envs.cartpole import CartpoleContinuous
 from mbrl_jax.envs.cartpole import CartpoleSwingup
+from mbrl_jax.envs.maze import Maze
 from mbrl_jax.envs.pendulum import Pendulum
 from mbrl_jax.envs.pixels import PixelObservation
 from mbrl_jax.envs.registry import default_episode_length
@@ -39,6 +44,7 @@ __all__ = [
     'CartpoleContinuous',
     'CartpoleSwingup',
     'HopperFullObs',
+    'Maze',
     'Pendulum',
     'PixelObservation',
     'TaskFns',
@@ -49,6 +55,7 @@ __all__ = [
     'get_task_fns',
     'get_termination_fn',
     'make',
+    'maze',
     'make_unwrapped',
     'random_policy',
     'registered_names',
