@@ -63,6 +63,8 @@ class Args:
   """Env steps per timed chunk."""
   repeats: int = 3
   """Timed calls per measurement (after the compiling call and 2 warm-up calls)."""
+  parts: tuple[str, ...] = PARTS
+  """Parts to time (train_step is always timed: the shares are of it)."""
   out: pathlib.Path | None = None
   """JSON file for the rows."""
 
@@ -200,7 +202,8 @@ def time_preset(name: str, args: Args) -> list[dict]:
                                env_steps=base.prefill + args.chunk_steps)
   parts = dreamer.make_parts(config)
   state = jax.jit(lambda k: dreamer.init(k, config, parts))(jax.random.key(0))
-  subjects = make_subjects(config, parts, state)
+  wanted = ("train_step",) + tuple(p for p in args.parts if p != "train_step")
+  subjects = {p: s for p, s in make_subjects(config, parts, state).items() if p in wanted}
   counted = {part: flops_of(fn, fn_args) for part, (fn, fn_args) in subjects.items()}
   flops = {part: c[0] for part, c in counted.items()}
   medians, ceiling = benchlib.time_against_matmul(
@@ -208,7 +211,7 @@ def time_preset(name: str, args: Args) -> list[dict]:
       width=config.world_model.hidden, repeats=args.repeats,
       compiler_options=compile_lib.compiler_options(None))
   rows = []
-  for part in PARTS:
+  for part in [p for p in PARTS if p in subjects]:
     seconds = medians[part]
     gflops = flops[part] / seconds / 1e9
     rows.append(dict(
@@ -220,7 +223,8 @@ def time_preset(name: str, args: Args) -> list[dict]:
         xla_cost_analysis_gflop=counted[part][1] / 1e9,
         gflops=gflops, matmul_gflops=float(ceiling), fraction_of_matmul=gflops / ceiling,
         matmul_reference_gflops=ceiling.rates,
-        per_env_step_s=medians["chunk"] / config.chunk_steps,
+        per_env_step_s=(medians["chunk"] / config.chunk_steps if "chunk" in medians
+                        else float("nan")),
         buffer_bytes_per_seed=buffer_bytes, state_bytes_per_seed=state_bytes,
         buffer_layout="transitions" if isinstance(state.buffer.data, Transition) else "rows",
         full_env_steps=base.env_steps))
@@ -229,6 +233,9 @@ def time_preset(name: str, args: Args) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> list[dict]:
   args = tyro.cli(Args, args=sys.argv[1:] if argv is None else argv, description=__doc__)
+  unknown = [p for p in args.parts if p not in PARTS]
+  if unknown:
+    raise SystemExit(f"error: unknown --parts {', '.join(unknown)}; valid: {', '.join(PARTS)}")
   rows = []
   print(f"{'preset':<9} {'part':<13} {'seconds':>9} {'of step':>8} {'GFLOP':>8} "
         f"{'GFLOP/s':>8} {'of matmul':>9}")

@@ -30,6 +30,7 @@ TINY: dict[str, dict] = {
                           STEPS_PER_CALL=10, BATCH_SIZE=4, SEQ_LEN=8, CONTEXT=3, HORIZON=6,
                           IMAGE_SIZE=16, CNN_DEPTH=4, PIXEL_EPISODES=2, PIXEL_TRAIN_STEPS=10,
                           PIXEL_BATCH_SIZE=2, PIXEL_SEQ_LEN=8),
+    "classic.ipynb": dict(RUNS=2, EPISODES=3, PLANNING_STEPS=(0, 50), BLOCKING_STEPS=1100),
     "control.ipynb": dict(PLAN_ITERATIONS=5, MPC_HORIZON=10, MPC_ITERATIONS=3, EPISODE_LENGTH=40,
                           PILCO_PRESET="quick"),
     "mbpo.ipynb": dict(RANDOM_STEPS=200, MEMBERS=3, ELITES=2, HIDDEN=(16, 16), FIT_EPOCHS=3,
@@ -153,6 +154,16 @@ def test_notebook_runs(path, kernel_name, tmp_path):
     # Training ran the requested number of updates (2 calls of 10; 10 calls of 1).
     assert re.search(r"^vector: +20 updates", out, re.M), out[-2000:]
     assert re.search(r"^pixels: +10 updates", out, re.M), out[-2000:]
+  if path.name == "classic.ipynb":
+    match = re.search(r"^DYNA_JSON (.*)$", out, re.M)
+    assert match, f"classic.ipynb printed no DYNA_JSON line; stdout:\n{out[-2000:]}"
+    result = json.loads(match.group(1))
+    steps = result["steps_per_episode"]
+    assert sorted(steps) == ["0", "50"] and all(len(c) == 3 for c in steps.values()), steps
+    # Planning pays off within three episodes: with n = 50 the third episode is near the
+    # 14-step path; without planning it still wanders (hundreds of steps).
+    assert steps["50"][2] < 40 and steps["0"][2] > 100, steps
+    assert set(result["blocking_final"]) == {"dyna_q", "dyna_q_plus"}, result
   if path.name == "mbpo.ipynb":
     match = re.search(r"^MBPO_JSON (.*)$", out, re.M)
     assert match, f"mbpo.ipynb printed no MBPO_JSON line; stdout:\n{out[-2000:]}"

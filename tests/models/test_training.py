@@ -409,3 +409,18 @@ def test_constant_dimension_is_predicted_exactly(small):
     step = ens.predict(state.params, jax.random.key(2), far, act, mode=mode, sample=True)
     np.testing.assert_array_equal(step.next_obs[:, 1], far[:, 1])
   np.testing.assert_array_equal(ens.uncertainty(state.params, far, act).aleatoric[:, 1], 0.0)
+
+
+def test_holdout_batches_do_not_change_the_scores(small):
+  # 60 holdout rows of a 512-row buffer, scored in one batch (the default 4096, capped at the
+  # buffer) or in batches of 7 (9 batches, the last one partly masked): the same scores.
+  ens, data, mask = small
+  params = ens.init(jax.random.key(0))
+  scores = []
+  for eval_batch_size in (4096, 7):
+    trainer = make_trainer(ens, FitConfig(max_epochs=3, patience=None,
+                                          eval_batch_size=eval_batch_size))
+    _, metrics = jax.jit(trainer.fit)(jax.random.key(1), trainer.init(params), data, mask)
+    assert int(metrics.num_holdout) == 60
+    scores.append(np.asarray(metrics.holdout_mse)[:3])
+  np.testing.assert_allclose(scores[0], scores[1], rtol=1e-5)

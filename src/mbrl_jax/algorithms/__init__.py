@@ -1,8 +1,9 @@
 """Model-based RL algorithms as compiled, scanned, vmappable loops: PETS, MBPO (and model-free
-SAC on MBPO's loop), Dreamer, PILCO, MPC on an env's true model (`mpc_control`: iLQR or a
+SAC on MBPO's loop), Dreamer, PILCO, tabular Dyna on the chapter-8 mazes (`dyna`: Dyna-Q,
+Dyna-Q+, prioritized sweeping), MPC on an env's true model (`mpc_control`: iLQR or a
 sampling optimizer) and tree search on a discrete env's true model (`mcts_control`: MCTS or
 Gumbel MuZero through mctx)."""
 
-from mbrl_jax.algorithms import dreamer, mbpo, mcts_control, mpc_control, pets, pilco, sac
+from mbrl_jax.algorithms import dreamer, dyna, mbpo, mcts_control, mpc_control, pets, pilco, sac
 
-__all__ = ["dreamer", "mbpo", "mcts_control", "mpc_control", "pets", "pilco", "sac"]
+__all__ = ["dreamer", "dyna", "mbpo", "mcts_control", "mpc_control", "pets", "pilco", "sac"]

@@ -314,7 +314,9 @@ def make_trainer(ensemble: Ensemble, config: FitConfig = FitConfig()) -> Trainer
     state = state._replace(params=params)
 
     num_slots = -(-capacity // B) * B            # pad so every minibatch slice is in range
-    eval_slots = -(-capacity // config.eval_batch_size) * config.eval_batch_size
+    # Holdout batches no larger than the buffer: a small buffer is not padded to 4096 rows.
+    eval_batch = min(config.eval_batch_size, capacity)
+    eval_slots = -(-capacity // eval_batch) * eval_batch
     eval_rows = jnp.pad(eval_rows, (0, eval_slots - capacity))
 
     def member_rows(key):
@@ -328,15 +330,15 @@ def make_trainer(ensemble: Ensemble, config: FitConfig = FitConfig()) -> Trainer
 
     def holdout_mse(params) -> jax.Array:
       def body(i, acc):
-        rows = jax.lax.dynamic_slice_in_dim(eval_rows, i * config.eval_batch_size,
-                                            config.eval_batch_size)
-        w = (i * config.eval_batch_size + jnp.arange(config.eval_batch_size)) < n_eval
+        rows = jax.lax.dynamic_slice_in_dim(eval_rows, i * eval_batch,
+                                            eval_batch)
+        w = (i * eval_batch + jnp.arange(eval_batch)) < n_eval
         x = jnp.broadcast_to(x_all[rows], (E, *x_all[rows].shape))
         y = jnp.broadcast_to(y_all[rows], (E, *y_all[rows].shape))
         w = jnp.broadcast_to(w, (E, w.shape[0])).astype(jnp.float32)
         _, mse = ensemble.loss(params, x, y, w)
         return acc + mse * w.sum(-1)
-      n_batches = -(-n_eval // config.eval_batch_size)
+      n_batches = -(-n_eval // eval_batch)
       total = jax.lax.fori_loop(0, n_batches, body, jnp.zeros((E,)))
       return total / jnp.maximum(n_eval, 1)
 

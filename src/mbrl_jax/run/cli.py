@@ -282,12 +282,12 @@ class Run:
     return progress_fn
 
   def execute(self, algorithm: Any, *, title: str, header: str,
-              line_fn: Callable[[int, dict, float], str], x: str = "env_steps"
-              ) -> dict[str, np.ndarray]:
+              line_fn: Callable[[int, dict, float], str], x: str = "env_steps",
+              y: str | None = None) -> dict[str, np.ndarray]:
     """What every script does with its algorithm: print `header` (and where the run goes or
     what it resumes), drive `mbrl_jax.run.train` with progress rows and a bar, turn a
-    checkpoint or NaN stop into a one-line exit, then draw DIR/learning_curve.png against
-    `x`. Returns the history."""
+    checkpoint or NaN stop into a one-line exit, then draw DIR/learning_curve.png, `y`
+    (default: `plot.default_y`) against `x`. Returns the history."""
     unit = algorithm.unit
     if self.resume_from is None:
       what = f"-> {self.out}"
@@ -304,7 +304,7 @@ class Run:
       raise SystemExit(f"error: {e}") from None
     finally:
       self.close()
-    png = plot_learning_curves([self.out], self.out / "learning_curve.png", x=x,
+    png = plot_learning_curves([self.out], self.out / "learning_curve.png", x=x, y=y,
                                title=f"{title} ({self.args.preset})")
     print(f"wrote {self.writer.jsonl}, {self.writer.csv}, {self.out / 'config.json'}, {png}")
     return history
