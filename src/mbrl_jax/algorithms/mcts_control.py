@@ -53,7 +53,10 @@ class Config:
 
   Attributes:
     env: a discrete-action env with a true model (`CONTROL_ENVS`).
-    search: "muzero" (PUCT) or "gumbel" (Gumbel MuZero).
+    search: "muzero" (PUCT) or "gumbel" (Gumbel MuZero). On catch with random-rollout
+      values, 4 seeds x 4 episodes measured: muzero 16 / 16 caught at 8 and 32 simulations,
+      gumbel 15 / 16 at 32 but 8 / 16 at 8 (its sequential halving drops an action after one
+      noisy rollout, and equal scores go to the lowest action index).
     num_simulations: simulations per step's search.
     discount: per-step discount of the search's returns.
     value: leaf value: "zero", "rollout" (random actions through the true model) or, on a
