@@ -33,6 +33,7 @@ TINY: dict[str, dict] = {
     "classic.ipynb": dict(RUNS=2, EPISODES=3, PLANNING_STEPS=(0, 50), BLOCKING_STEPS=1100),
     "control.ipynb": dict(PLAN_ITERATIONS=5, MPC_HORIZON=10, MPC_ITERATIONS=3, EPISODE_LENGTH=40,
                           PILCO_PRESET="quick"),
+    "search.ipynb": dict(NUM_SIMULATIONS=16, ZERO_VALUE_SIMULATIONS=16, MAX_STEPS=20),
     "mbpo.ipynb": dict(RANDOM_STEPS=200, MEMBERS=3, ELITES=2, HIDDEN=(16, 16), FIT_EPOCHS=3,
                        FIT_BATCH=16, SAC_HIDDEN=(16, 16), SAC_BATCH=16, SAC_UPDATES=20,
                        ROLLOUT_LENGTH=3, MAX_LENGTH=5, NUM_ROLLOUTS=20, TRAJ_LENGTH=20,
@@ -164,6 +165,12 @@ def test_notebook_runs(path, kernel_name, tmp_path):
     # 14-step path; without planning it still wanders (hundreds of steps).
     assert steps["50"][2] < 40 and steps["0"][2] > 100, steps
     assert set(result["blocking_final"]) == {"dyna_q", "dyna_q_plus"}, result
+  if path.name == "search.ipynb":
+    match = re.search(r"^SEARCH_JSON (.*)$", out, re.M)
+    assert match, f"search.ipynb printed no SEARCH_JSON line; stdout:\n{out[-2000:]}"
+    result = json.loads(match.group(1))
+    # MCTS on the true maze model with the optimal leaf value walks the 14-step shortest path.
+    assert result["reached"] and result["steps"] == 14, result
   if path.name == "mbpo.ipynb":
     match = re.search(r"^MBPO_JSON (.*)$", out, re.M)
     assert match, f"mbpo.ipynb printed no MBPO_JSON line; stdout:\n{out[-2000:]}"

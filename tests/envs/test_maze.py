@@ -71,7 +71,7 @@ def test_walls_switch_at_change_step():
 def test_env_reset_and_step_under_jit():
   spec = maze_lib.maze("dyna")
   env = maze_lib.Maze(spec)
-  assert (env.num_actions, env.action_size, env.observation_size) == (4, 4, 54)
+  assert (env.num_actions, env.action_size, env.observation_size) == (4, 1, 54)
   state = jax.jit(env.reset)(jax.random.key(0))
   assert int(state.info["cell"]) == spec.flat(spec.start)
   assert state.obs.shape == (54,) and state.obs.dtype == jnp.float32

@@ -209,7 +209,7 @@ class Maze(Env):
 
   * Obs: one-hot float32 [H * W] of the agent's flat cell.
   * Action: an int32 scalar in [0, 4) (0 up, 1 down, 2 right, 3 left). `num_actions` is 4;
-    `action_size` also returns 4 (the number of discrete actions, not a vector length).
+    `action_size` is 1 (one action per step), as for every discrete env in `envs.discrete`.
   * `state.info['cell']` (and `pipeline_state`): the flat cell, [] int32.
   * Reward 1.0 and done = 1 on reaching the goal, else 0; moves into walls stay put.
   * The walls are fixed: `walls` given here, or the maze's initial ones. The time-varying
@@ -231,7 +231,7 @@ class Maze(Env):
 
   @property
   def action_size(self) -> int:
-    return NUM_ACTIONS
+    return 1
 
   @property
   def backend(self) -> str:
