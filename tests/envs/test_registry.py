@@ -96,3 +96,21 @@ def test_task_fns_reflect_brax_kwargs_and_batch_axes():
   done = np.asarray(fns.termination_fn(o, act, n))
   z, angle = np.asarray(n[:, 1]), np.asarray(n[:, 2])
   np.testing.assert_array_equal(done, ~((z > 0.7) & (np.abs(angle) < 0.2)))
+
+
+@pytest.mark.parametrize('module', ['pets', 'mbpo', 'dreamer', 'mpc_control'])
+@pytest.mark.parametrize('env', ['catch', 'cartpole_v1'])
+def test_continuous_algorithms_refuse_discrete_envs_in_one_line(module, env):
+  import importlib
+  config_cls = importlib.import_module(f'mbrl_jax.algorithms.{module}').Config
+  with pytest.raises(ValueError, match=rf"^{module}\.Config\.env '{env}' has discrete "
+                     r"actions; this algorithm needs continuous ones \(discrete envs: "
+                     r"cartpole_v1, catch;[^\n]*\)$"):
+    config_cls(env=env)
+
+
+def test_continuous_names_leave_out_the_discrete_envs():
+  names = envs.continuous_names()
+  assert 'pendulum' in names and 'hopper' in names
+  assert not set(envs.DISCRETE_ENVS) & set(names)
+  assert set(names) | set(envs.DISCRETE_ENVS) == set(envs.registered_names())

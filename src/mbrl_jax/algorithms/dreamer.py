@@ -102,7 +102,7 @@ class Config:
   actor_critic: im.ActorCriticConfig = im.ActorCriticConfig()
 
   def __post_init__(self):
-    checks.one_of(self, "env", envs.registered_names())
+    envs.check_continuous_env(self)
     checks.positive_int(self, "env_steps", "chunk_steps", "train_every", "batch_size",
                         "seq_len", "image_size", "eval_episodes")
     checks.int_at_least(self, "prefill", self.seq_len,

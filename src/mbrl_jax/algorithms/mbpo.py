@@ -207,7 +207,7 @@ class Config:
   sac: SACConfig = SACConfig()
 
   def __post_init__(self):
-    checks.one_of(self, "env", envs.registered_names())
+    envs.check_continuous_env(self)
     checks.positive_int(self, "env_steps", "epoch_length", "model_train_every",
                         "updates_per_step", "eval_episodes")
     checks.int_at_least(self, "init_exploration_steps", 0)

@@ -66,7 +66,7 @@ class Config:
   episode_length: int = 200
 
   def __post_init__(self):
-    checks.one_of(self, "env", envs.registered_names())
+    envs.check_continuous_env(self)
     if not isinstance(self.planner, _PLANNERS):
       checks.fail(self, "planner", f"must be one of {[c.__name__ for c in _PLANNERS]}, got "
                   f"{self.planner!r}")

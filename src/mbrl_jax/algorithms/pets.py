@@ -165,7 +165,7 @@ class Config:
   planner: PlannerConfig = PlannerConfig()
 
   def __post_init__(self):
-    checks.one_of(self, "env", envs.registered_names())
+    envs.check_continuous_env(self)
     if self.env not in envs.task_fn_names():
       checks.fail(self, "env", f"{self.env!r} has no reward/termination functions; PETS needs "
                   f"one of {', '.join(envs.task_fn_names())}")

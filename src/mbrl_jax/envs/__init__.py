@@ -33,6 +33,8 @@ from mbrl_jax.envs.discrete import num_actions
 from mbrl_jax.envs.maze import Maze
 from mbrl_jax.envs.pendulum import Pendulum
 from mbrl_jax.envs.pixels import PixelObservation
+from mbrl_jax.envs.registry import check_continuous_env
+from mbrl_jax.envs.registry import continuous_names
 from mbrl_jax.envs.registry import default_episode_length
 from mbrl_jax.envs.registry import HopperFullObs
 from mbrl_jax.envs.registry import make
@@ -59,6 +61,8 @@ __all__ = [
     'PixelObservation',
     'TaskFns',
     'acting',
+    'check_continuous_env',
+    'continuous_names',
     'batch_rollout',
     'default_episode_length',
     'discrete',

@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 
 from mbrl_jax.envs.cartpole import CartpoleContinuous, CartpoleSwingup
-from mbrl_jax.envs.discrete import CartpoleV1, Catch
+from mbrl_jax import checks
+from mbrl_jax.envs.discrete import CartpoleV1, Catch, DISCRETE_ENVS
 from mbrl_jax.envs.pendulum import Pendulum
 
 
@@ -98,6 +99,22 @@ def registered_names() -> tuple[str, ...]:
   """All names accepted by :func:`make` (ours and Brax's), sorted."""
   # pylint: disable-next=protected-access
   return tuple(sorted(set(_OURS) | set(brax_envs._envs)))
+
+
+def continuous_names() -> tuple[str, ...]:
+  """The names of :func:`registered_names` whose actions are continuous (all but
+  ``envs.discrete.DISCRETE_ENVS``)."""
+  return tuple(n for n in registered_names() if n not in DISCRETE_ENVS)
+
+
+def check_continuous_env(config: Any, field: str = 'env') -> None:
+  """A config's env field names a registered env with continuous actions (one-line error)."""
+  name = getattr(config, field)
+  if name in DISCRETE_ENVS:
+    checks.fail(config, field, f'{name!r} has discrete actions; this algorithm needs '
+                f'continuous ones (discrete envs: {", ".join(DISCRETE_ENVS)}; tree search '
+                f'takes them: mbrl_jax.algorithms.mcts_control)')
+  checks.one_of(config, field, registered_names())
 
 
 def default_episode_length(name: str) -> int:
