@@ -169,6 +169,7 @@ _STEP = lambda emb, a: (jnp.float32(0.0), jnp.float32(1.0), emb)
     (dict(rollout_steps=-1), "make_mcts: rollout_steps must be an int >= 0"),
     (dict(root_fn=lambda p, k, o: None), "make_mcts: root_fn is for a recurrent_fn"),
     (dict(recurrent_fn=lambda *a: None), "give exactly one of model_step"),
+    (dict(dirichlet_alpha=0.0), "make_mcts: dirichlet_alpha must be > 0"),
 ])
 def test_bad_arguments_fail_in_one_line(kwargs, message):
   args = dict(num_actions=2, num_simulations=4, discount=1.0)
@@ -177,6 +178,15 @@ def test_bad_arguments_fail_in_one_line(kwargs, message):
     planning.make_mcts(_STEP, **args)
   assert message in str(err.value) and "\n" not in str(err.value)
   assert compiles.count == 0
+
+
+def test_integer_search_settings_are_taken_as_floats():
+  # mctx asserts float Dirichlet settings while tracing; ints given here must not reach it.
+  search = planning.make_mcts(_STEP, num_actions=2, num_simulations=2, discount=1,
+                              dirichlet_fraction=0, dirichlet_alpha=1, pb_c_init=1,
+                              pb_c_base=19652, temperature=1)
+  actions, _ = jax.jit(search.plan)(None, jax.random.key(0), jnp.zeros((2, 1)))
+  assert actions.shape == (2,)
 
 
 def test_random_rollout_values_see_past_the_tree():

@@ -209,6 +209,8 @@ def make_mcts(
     raise _bad("pb_c_base", "must be > 0", pb_c_base)
   _real_in("dirichlet_fraction", dirichlet_fraction, 0.0, 1.0)
   _real_in("dirichlet_alpha", dirichlet_alpha, 0.0)
+  if dirichlet_alpha == 0:
+    raise _bad("dirichlet_alpha", "must be > 0 (a Dirichlet's concentration)", dirichlet_alpha)
   _real_in("temperature", temperature, 0.0)
   _real_in("gumbel_scale", gumbel_scale, 0.0)
   _int_at_least("max_num_considered_actions", max_num_considered_actions, 1)
@@ -227,13 +229,13 @@ def make_mcts(
   if search == "muzero":
     policy = functools.partial(
         mctx.muzero_policy, num_simulations=num_simulations, max_depth=max_depth,
-        dirichlet_fraction=dirichlet_fraction, dirichlet_alpha=dirichlet_alpha,
-        pb_c_init=pb_c_init, pb_c_base=pb_c_base,
-        temperature=temperature if temperature > 0 else 1.0)
+        dirichlet_fraction=float(dirichlet_fraction), dirichlet_alpha=float(dirichlet_alpha),
+        pb_c_init=float(pb_c_init), pb_c_base=float(pb_c_base),
+        temperature=float(temperature) if temperature > 0 else 1.0)
   else:
     policy = functools.partial(
         mctx.gumbel_muzero_policy, num_simulations=num_simulations, max_depth=max_depth,
-        gumbel_scale=gumbel_scale,
+        gumbel_scale=float(gumbel_scale),
         max_num_considered_actions=min(max_num_considered_actions, A))
 
   def plan(params: Params, key: PRNGKey, root: Any) -> tuple[jax.Array, SearchInfo]:
