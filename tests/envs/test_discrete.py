@@ -52,6 +52,7 @@ def test_cartpole_v1_terminates_at_gyms_thresholds(q, done):
   state = env.reset(jax.random.key(0)).replace(pipeline_state=q, obs=q)
   nxt = env.step(state, jnp.int32(0))
   assert float(nxt.done) == done
+  assert float(nxt.reward) == 1.0                 # gym pays the terminating step too
   task = envs.get_task_fns("cartpole_v1")
   assert float(task.termination_fn(q, jnp.int32(0), nxt.obs)) == done
   reward, discount, next_q = env.model_step(q, jnp.int32(0))
@@ -60,6 +61,24 @@ def test_cartpole_v1_terminates_at_gyms_thresholds(q, done):
   # Past the end: nothing more (reward 0, discount 0).
   if done:
     assert [float(v) for v in env.model_step(next_q, jnp.int32(1))[:2]] == [0.0, 0.0]
+
+
+def test_cartpole_v1_thresholds_are_gyms():
+  from mbrl_jax.envs import cartpole
+  assert cartpole.CARTPOLE_X_THRESHOLD == 2.4
+  assert cartpole.CARTPOLE_THETA_THRESHOLD == pytest.approx(0.2094395, abs=1e-7)   # 12 degrees
+
+
+@pytest.mark.parametrize("rows", [10, 6])
+def test_catch_time_limit_follows_its_rows(rows):
+  env = envs.make("catch", rows=rows)
+  assert env.episode_length == rows - 1
+  state = env.reset(jax.random.key(0))
+  for _ in range(rows - 1):
+    state = env.step(state, jnp.int32(1))
+  # The ball lands on the last step: a true end (+1 or -1), not a truncation.
+  assert float(state.done) == 1.0 and abs(float(state.reward)) == 1.0
+  assert float(state.info["truncation"]) == 0.0
 
 
 def test_cartpole_v1_registry_and_time_limit():

@@ -168,6 +168,8 @@ def make(
   env = make_unwrapped(name, **kwargs)
   if episode_length is DEFAULT:
     episode_length = default_episode_length(name)
+    if isinstance(env, Catch):        # the ball lands after rows - 1 steps, however many rows
+      episode_length = env.rows - 1
   if episode_length is not None:
     env = training.EpisodeWrapper(env, episode_length, action_repeat)
   return env
