@@ -82,6 +82,27 @@ def test_prioritized_sweeping_pops_and_empties_the_queue():
   assert float(jnp.max(state.priority)) == 0.0
 
 
+def test_prioritized_sweeping_queues_and_updates_the_predecessors():
+  # A = (2, 8) --up--> B = (1, 8) is in the model already (reward 0); the real step is B --up-->
+  # the goal (reward 1). Two sweeps: pop (B, up), then its predecessor (A, up).
+  config = dyna.Config(maze="dyna", variant="prioritized_sweeping", planning_steps=2,
+                       alpha=0.5, gamma=0.95, epsilon=0.0, theta=1e-4)
+  spec = maze_lib.maze("dyna")
+  a_cell, b_cell = spec.flat((2, 8)), spec.flat((1, 8))
+  up = maze_lib.UP
+  state = dyna.init_state(config, jax.random.key(0))
+  state = state._replace(cell=jnp.int32(b_cell), q=state.q.at[b_cell, up].set(0.1),
+                         seen=state.seen.at[a_cell, up].set(True),
+                         model_next=state.model_next.at[a_cell, up].set(b_cell))
+  state, _ = jax.jit(lambda s: dyna.real_step(config, s))(state)
+  # Sweep 1: Q(B, up) = 0.1 + 0.5 (1 - 0.1) = 0.55; (A, up) enters the queue with
+  # |0 + 0.95 * 0.55 - 0| = 0.5225. Sweep 2 pops it: Q(A, up) = 0.5 * 0.5225 = 0.26125.
+  np.testing.assert_allclose(state.q[b_cell, up], 0.55, rtol=1e-6)
+  np.testing.assert_allclose(state.q[a_cell, up], 0.26125, rtol=1e-6)
+  # A has no predecessors in the model: the queue is empty again.
+  assert float(jnp.max(state.priority)) == 0.0
+
+
 @pytest.fixture(scope="module")
 def dyna_maze_runs():
   keys = jax.random.split(jax.random.key(0), RUNS)
@@ -170,3 +191,9 @@ def test_driver_compiles_once_and_resumes(tmp_path):
 def test_bad_config_values_raise(field, value, message):
   with pytest.raises(ValueError, match=message):
     dyna.Config(**{field: value})
+
+
+def test_prioritized_sweeping_without_planning_is_refused():
+  with pytest.raises(ValueError, match=r"^dyna.Config.planning_steps must be >= 1 for "
+                     r"prioritized_sweeping \(it has no direct update"):
+    dyna.Config(variant="prioritized_sweeping", planning_steps=0)

@@ -18,7 +18,8 @@ switching at the maze's `change_step`); update Q by one-step Q-learning (direct 
   |TD error| P enters the queue when P > theta; each planning update takes the (s, a) of
   highest priority, updates it, and puts every predecessor (s~, a~) of s whose |TD error|
   exceeds theta in the queue. In JAX the queue is a fixed array of priorities [S, A] (0: not
-  queued; a queued pair's priority is replaced by its latest P, as a re-insertion would),
+  queued; re-inserting a queued pair keeps the higher of its two priorities, as the book's
+  text says; the reference code replaces it instead),
   the pop is its argmax (lowest index among ties), and the predecessors of s are the pairs
   the CURRENT model sends to s (`seen & model_next == s`), so a moved wall drops stale ones.
   A planning update with an empty queue does nothing.
@@ -94,6 +95,9 @@ class Config:
     checks.one_of(self, "maze", maze_lib.MAZES)
     checks.one_of(self, "variant", VARIANTS)
     checks.int_at_least(self, "planning_steps", 0)
+    if self.variant == "prioritized_sweeping" and self.planning_steps == 0:
+      checks.fail(self, "planning_steps", "must be >= 1 for prioritized_sweeping (it has no "
+                  "direct update: with 0 it learns nothing), got 0")
     checks.in_range(self, "alpha", 0.0, 1.0, low_open=True)
     checks.in_range(self, "gamma", 0.0, 1.0)
     checks.in_range(self, "epsilon", 0.0, 1.0)
@@ -225,7 +229,8 @@ def _plan(config: Config, state: State, key: PRNGKey) -> tuple[jax.Array, jax.Ar
       new_priority = priority.at[s, a].set(0.0)
       pred = state.seen & (state.model_next == s)                        # [S, A]
       p = jnp.abs(state.model_reward + gamma * jnp.max(new_q[s]) - new_q)  # [S, A]
-      new_priority = jnp.where(pred & (p > config.theta), p, new_priority)
+      new_priority = jnp.where(pred & (p > config.theta), jnp.maximum(new_priority, p),
+                               new_priority)
       return (jnp.where(queued, new_q, q), jnp.where(queued, new_priority, priority))
     return jax.lax.fori_loop(0, n, sweep, (state.q, state.priority))
 
@@ -266,7 +271,7 @@ def real_step(config: Config, state: State) -> tuple[State, StepInfo]:
   q, priority = state.q, state.priority
   if config.variant == "prioritized_sweeping":
     p = jnp.abs(tabular.td_error(q, s, a, r, s_next, config.gamma))
-    priority = jnp.where(p > config.theta, priority.at[s, a].set(p), priority)
+    priority = jnp.where(p > config.theta, priority.at[s, a].max(p), priority)
   else:
     q = tabular.q_learning_update(q, s, a, r, s_next, alpha=config.alpha, gamma=config.gamma)
   state = state._replace(

@@ -79,7 +79,8 @@ MAZES: dict[str, MazeSpec] = {
     "dyna": MazeSpec(
         name="dyna", height=6, width=9, start=(2, 0), goal=(0, 8),
         walls=((1, 2), (2, 2), (3, 2), (0, 7), (1, 7), (2, 7), (4, 5))),
-    # Example 8.2 / Figure 8.4: the gap on the left closes, one opens on the right, at 1000.
+    # Example 8.2 / Figure 8.4: the gap on the right (3, 8) closes and one opens on the left
+    # (3, 0) at step 1000.
     "blocking": MazeSpec(
         name="blocking", height=6, width=9, start=(5, 3), goal=(0, 8),
         walls=tuple((3, c) for c in range(0, 8)),
