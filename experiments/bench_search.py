@@ -95,6 +95,12 @@ def main(args: Args) -> list[dict]:
     args = dataclasses.replace(args, batches=tuple(sorted({min(b, 4) for b in args.batches})),
                                num_simulations=4, hidden=16, latent=8,
                                repeats=1)
+  if not args.batches or min(args.batches) < 1:
+    raise SystemExit(f"error: --batches must be root batch sizes >= 1, got {args.batches}")
+  for name in ("num_simulations", "hidden", "latent", "repeats"):
+    if getattr(args, name) < 1:
+      raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1, got "
+                       f"{getattr(args, name)}")
   env = envs.CartpoleV1()
   A, S = env.num_actions, args.num_simulations
   true = planning.make_mcts(env.model_step, num_actions=A, num_simulations=S, discount=0.99)

@@ -18,7 +18,19 @@ def test_bench_dyna_quick(tmp_path):
   for r in saved:
     assert r["seconds"] > 0 and r["updates_per_s"] > 0 and r["real_steps"] > 0
     assert len(r["mean_steps_per_episode"]) == r["episodes"] == 3
-  assert saved[0]["speedup"] > 0
+  jax_row, np_row = saved
+  assert jax_row["speedup"] == jax_row["updates_per_s"] / np_row["updates_per_s"]
+  assert jax_row["speedup_seconds"] == np_row["seconds"] / jax_row["seconds"]
+
+
+def test_bench_dyna_refuses_bad_sizes_before_compiling():
+  import dataclasses
+  import pytest
+  for field, value, message in [("numpy_runs", 0, "--numpy-runs must be >= 1, got 0"),
+                                ("episodes", 0, "--episodes must be >= 1, got 0"),
+                                ("planning_steps", -1, "planning_steps must be an int >= 0")]:
+    with pytest.raises(SystemExit, match=message):
+      bench_dyna.main(dataclasses.replace(bench_dyna.Args(), **{field: value}))
 
 
 def test_numpy_reference_learns_like_the_book():

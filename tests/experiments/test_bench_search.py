@@ -20,3 +20,12 @@ def test_bench_search_quick(tmp_path):
             "matmul_gflops", "device"} <= set(r)
     assert r["sims_per_s"] > 0 and r["num_simulations"] == 4
   assert saved[1]["gflops"] > 0
+
+
+def test_bench_search_refuses_bad_sizes_before_compiling():
+  import dataclasses
+  import pytest
+  for field, value, message in [("batches", (), "--batches must be root batch sizes >= 1"),
+                                ("num_simulations", 0, "--num-simulations must be >= 1, got 0")]:
+    with pytest.raises(SystemExit, match=message):
+      bench_search.main(dataclasses.replace(bench_search.Args(), **{field: value}))
