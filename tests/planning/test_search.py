@@ -157,6 +157,29 @@ def test_a_learned_recurrent_fn_plugs_in():
     assert info.action_weights.shape == (2, 3)
 
 
+def test_a_learned_models_discount_is_multiplied_by_the_search_discount():
+  # reward = action, the model's discount 0.9, every value 1: a child's Q is
+  # reward + search discount 0.5 * 0.9 * 1 = action + 0.45.
+  def recurrent_fn(params, key, action, embedding):
+    del params, key
+    reward = action.astype(jnp.float32)
+    out = mctx.RecurrentFnOutput(reward=reward, discount=jnp.full_like(reward, 0.9),
+                                 prior_logits=jnp.zeros((action.shape[0], 2)),
+                                 value=jnp.ones_like(reward))
+    return out, embedding
+
+  def root_fn(params, key, obs):
+    del params, key
+    return mctx.RootFnOutput(prior_logits=jnp.zeros((obs.shape[0], 2)),
+                             value=jnp.ones(obs.shape[0]), embedding=obs)
+
+  s = planning.make_mcts(recurrent_fn=recurrent_fn, root_fn=root_fn, num_actions=2,
+                         num_simulations=2, discount=0.5, search="gumbel", gumbel_scale=0.0)
+  _, info = jax.jit(s.plan)(None, jax.random.key(0), jnp.zeros((3, 1)))
+  np.testing.assert_array_equal(info.visit_counts, 1)          # each root action once
+  np.testing.assert_allclose(info.q_values, [[0.45, 1.45]] * 3, rtol=1e-6)
+
+
 _STEP = lambda emb, a: (jnp.float32(0.0), jnp.float32(1.0), emb)
 
 
@@ -205,3 +228,5 @@ def test_random_rollout_values_see_past_the_tree():
   assert float(jnp.abs(info.q_values).max()) == 0.0
   _, info = rolled.plan(None, jax.random.key(0), roots)
   assert 0.0 < float(info.prior_value.mean()) < 1.0
+  # The leaves' values come from rollouts too: some children's Q see the reward.
+  assert float(info.q_values.max()) > 0.0 and float(info.q_values.min()) >= 0.0
