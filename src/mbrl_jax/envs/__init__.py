@@ -2,7 +2,9 @@
 
 * :func:`make` / :func:`registered_names`: our pure-JAX classic-control envs
   (``cartpole_continuous``, ``cartpole_swingup``, ``pendulum``; actions in
-  [-1, 1], 200-step episodes) and every Brax env by name, time-limited with
+  [-1, 1], 200-step episodes), the discrete ones of :mod:`mbrl_jax.envs.discrete`
+  (``cartpole_v1``, ``catch``: int32 [] actions, ``num_actions``, a true ``model_step``
+  for tree search; ``DISCRETE_ENVS``) and every Brax env by name, time-limited with
   Brax's ``EpisodeWrapper``.
 * :func:`get_task_fns` (and :func:`get_reward_fn`, :func:`get_termination_fn`):
   ``fn(obs, action, next_obs)`` that reproduce the env's reward and done exactly.
@@ -19,10 +21,15 @@
 """
 
 from mbrl_jax.envs import acting
+from mbrl_jax.envs import discrete
 from mbrl_jax.envs import maze
 
 from mbrl_jax.envs.cartpole import CartpoleContinuous
 from mbrl_jax.envs.cartpole import CartpoleSwingup
+from mbrl_jax.envs.discrete import CartpoleV1
+from mbrl_jax.envs.discrete import Catch
+from mbrl_jax.envs.discrete import DISCRETE_ENVS
+from mbrl_jax.envs.discrete import num_actions
 from mbrl_jax.envs.maze import Maze
 from mbrl_jax.envs.pendulum import Pendulum
 from mbrl_jax.envs.pixels import PixelObservation
@@ -43,6 +50,9 @@ from mbrl_jax.envs.task_fns import TaskFns
 __all__ = [
     'CartpoleContinuous',
     'CartpoleSwingup',
+    'CartpoleV1',
+    'Catch',
+    'DISCRETE_ENVS',
     'HopperFullObs',
     'Maze',
     'Pendulum',
@@ -51,12 +61,14 @@ __all__ = [
     'acting',
     'batch_rollout',
     'default_episode_length',
+    'discrete',
     'get_reward_fn',
     'get_task_fns',
     'get_termination_fn',
     'make',
     'maze',
     'make_unwrapped',
+    'num_actions',
     'random_policy',
     'registered_names',
     'rollout',

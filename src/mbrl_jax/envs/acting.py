@@ -234,11 +234,13 @@ def episode(env: Env, policy: Policy, key: PRNGKey, max_steps: int) -> EpisodeRe
   `lax.cond`; under `vmap` both branches run) and the steps are not valid."""
   reset_key, steps_key = jax.random.split(key)
   actor = reset(env, policy, reset_key)                 # checks the env
-  info_shape = jax.eval_shape(policy.act, actor.policy_state, steps_key, actor.env_state.obs)[2]
+  action_shape, _, info_shape = jax.eval_shape(policy.act, actor.policy_state, steps_key,
+                                               actor.env_state.obs)
   blank = lambda x: jnp.full(x.shape, jnp.nan if jnp.issubdtype(x.dtype, jnp.floating) else 0,
                              x.dtype)
   nan_info = lambda: jax.tree.map(blank, info_shape)
-  idle = lambda state, key, obs: (jnp.zeros((env.action_size,), jnp.float32), state,
+  # The idle action has the policy's own shape and dtype (a discrete env's is an int []).
+  idle = lambda state, key, obs: (jnp.zeros(action_shape.shape, action_shape.dtype), state,
                                   nan_info())
 
   def body(carry, xs):

@@ -63,6 +63,42 @@ def gym_cartpole_accelerations(
   return xacc, thetaacc
 
 
+def gym_cartpole_euler_step(
+    state: jax.Array,
+    force: jax.Array,
+    *,
+    gravity: float,
+    masscart: float,
+    masspole: float,
+    half_length: float,
+    tau: float,
+) -> jax.Array:
+  """One explicit Euler step of gym's cart-pole (CartPole-v1's "euler" integrator).
+
+  Positions are updated with the OLD velocities:
+  x += tau x_dot; x_dot += tau x_acc; theta += tau theta_dot; theta_dot += tau theta_acc,
+  with the accelerations of :func:`gym_cartpole_accelerations`.
+
+  Args:
+    state: [x, x_dot, theta, theta_dot], [4].
+    force: horizontal force on the cart, [].
+
+  Returns:
+    The next state, [4].
+  """
+  xacc, thetaacc = gym_cartpole_accelerations(
+      state, force, gravity=gravity, masscart=masscart, masspole=masspole,
+      half_length=half_length,
+  )
+  x, x_dot, theta, theta_dot = state
+  return jnp.stack([
+      x + tau * x_dot,
+      x_dot + tau * xacc,
+      theta + tau * theta_dot,
+      theta_dot + tau * thetaacc,
+  ])
+
+
 class _VectorStateEnv(Env):
   """Shared plumbing: physical state vector in `pipeline_state`, float32 scalars."""
 
@@ -171,6 +207,13 @@ class CartpoleContinuous(_VectorStateEnv):
   def dt(self) -> float:
     return self.tau
 
+  def physics_step(self, q: jax.Array, force: jax.Array) -> jax.Array:
+    """[4] state, [] force in newtons -> the next [4] state (one Euler step of tau)."""
+    return gym_cartpole_euler_step(
+        q, force, gravity=self.gravity, masscart=self.masscart,
+        masspole=self.masspole, half_length=self.half_length, tau=self.tau,
+    )
+
   def reset(self, rng: jax.Array) -> State:
     q = jax.random.uniform(
         rng, (4,), jnp.float32, -self.reset_noise_scale, self.reset_noise_scale
@@ -181,17 +224,7 @@ class CartpoleContinuous(_VectorStateEnv):
     q = state.pipeline_state  # [4]
     obs = q
     force = self.force_mag * jnp.clip(action[0], -1.0, 1.0)
-    xacc, thetaacc = gym_cartpole_accelerations(
-        q, force, gravity=self.gravity, masscart=self.masscart,
-        masspole=self.masspole, half_length=self.half_length,
-    )
-    x, x_dot, theta, theta_dot = q
-    next_q = jnp.stack([
-        x + self.tau * x_dot,
-        x_dot + self.tau * xacc,
-        theta + self.tau * theta_dot,
-        theta_dot + self.tau * thetaacc,
-    ])
+    next_q = self.physics_step(q, force)
     reward = cartpole_continuous_reward(obs, action, next_q)
     done = cartpole_continuous_termination(obs, action, next_q)
     return state.replace(

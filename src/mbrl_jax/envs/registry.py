@@ -4,7 +4,8 @@ Time limits: ``make`` wraps the env in Brax's ``EpisodeWrapper`` (the way
 ``brax.envs.create`` does), which sets ``done = 1`` once ``episode_length``
 steps have been taken and ``info['truncation'] = 1`` when that happened without
 a true termination. Defaults: 200 steps for cartpole_continuous,
-cartpole_swingup and pendulum (mbrl-lib / PETS / gym), 1000 for Brax envs.
+cartpole_swingup and pendulum (mbrl-lib / PETS / gym), 500 for cartpole_v1 (gym), 9 for
+catch (bsuite), 1000 for Brax envs.
 ``episode_length=None`` returns the bare env. No AutoResetWrapper is added:
 :func:`mbrl_jax.envs.rollout` resets itself so it can record the true final obs.
 
@@ -30,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from mbrl_jax.envs.cartpole import CartpoleContinuous, CartpoleSwingup
+from mbrl_jax.envs.discrete import CartpoleV1, Catch
 from mbrl_jax.envs.pendulum import Pendulum
 
 
@@ -55,6 +57,8 @@ _OURS: dict[str, Callable[..., Env]] = {
     'cartpole_continuous': CartpoleContinuous,
     'cartpole_swingup': CartpoleSwingup,
     'pendulum': Pendulum,
+    'cartpole_v1': CartpoleV1,
+    'catch': Catch,
 }
 
 # Constructor overrides and defaults for Brax envs (see module docstring).
@@ -73,7 +77,11 @@ _BRAX_OVERRIDES: dict[str, tuple[Callable[..., Env], dict[str, Any]]] = {
     ),
 }
 
-DEFAULT_EPISODE_LENGTHS: dict[str, int] = {name: 200 for name in _OURS}
+DEFAULT_EPISODE_LENGTHS: dict[str, int] = {
+    'cartpole_continuous': 200, 'cartpole_swingup': 200, 'pendulum': 200,
+    'cartpole_v1': 500,  # gym's CartPole-v1
+    'catch': 9,          # bsuite: the ball lands after 9 steps (the env ends itself then)
+}
 BRAX_DEFAULT_EPISODE_LENGTH = 1000
 
 

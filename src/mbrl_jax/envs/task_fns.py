@@ -13,6 +13,9 @@ Per-env formulas (primes are next_obs):
 
 * cartpole_continuous: r = 1; done = |x'| > 2.4 or |theta'| > 12 deg.
 * cartpole_swingup: r = exp(-|tip' - (0, L)|^2 / L^2) - 0.01 |clip(a)|^2; never.
+* cartpole_v1: as cartpole_continuous (the action, an int, is not used).
+* catch: r = +1 / -1 when the ball has landed in next_obs's bottom row under / not under
+  the paddle, else 0; done = the ball has landed.
 * pendulum: r = -(th^2 + 0.1 thdot^2 + 0.001 (2 clip(a))^2) on the PRE-step obs.
 * inverted_pendulum (Brax): r = 1; done = |theta'| > 0.2 (obs[1] = hinge angle).
 * reacher (Brax): r = -|fingertip' - target'| - |a|^2, from next_obs[-3:] (the
@@ -39,6 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from mbrl_jax.envs import cartpole
+from mbrl_jax.envs import discrete
 from mbrl_jax.envs import pendulum
 from mbrl_jax.envs import registry
 
@@ -83,6 +87,12 @@ def _cartpole_swingup(env: Env) -> TaskFns:
       pole_length=env.pole_length, action_cost=env.action_cost,
   )
   return TaskFns(reward_fn, cartpole.never_terminates)
+
+
+def _catch(env: Env) -> TaskFns:
+  sizes = dict(rows=env.rows, columns=env.columns)
+  return TaskFns(functools.partial(discrete.catch_reward, **sizes),
+                 functools.partial(discrete.catch_termination, **sizes))
 
 
 def _pendulum(env: Env) -> TaskFns:
@@ -224,6 +234,8 @@ def _halfcheetah(env: Env) -> TaskFns:
 _FACTORIES: dict[str, Callable[[Env], TaskFns]] = {
     'cartpole_continuous': _cartpole_continuous,
     'cartpole_swingup': _cartpole_swingup,
+    'cartpole_v1': _cartpole_continuous,  # the same reward (1) and termination
+    'catch': _catch,
     'pendulum': _pendulum,
     'inverted_pendulum': _inverted_pendulum,
     'reacher': _reacher,
