@@ -1,8 +1,9 @@
 """Model-based RL algorithms as compiled, scanned, vmappable loops: PETS, MBPO (and model-free
 SAC on MBPO's loop), Dreamer, PILCO, tabular Dyna on the chapter-8 mazes (`dyna`: Dyna-Q,
-Dyna-Q+, prioritized sweeping), and MPC on an env's true model (`mpc_control`: iLQR or a
-sampling optimizer)."""
+Dyna-Q+, prioritized sweeping), deep Dyna on discrete-action envs (`dyna_dqn`: DQN with or
+without imagined transitions from a learned ensemble), and MPC on an env's true model
+(`mpc_control`: iLQR or a sampling optimizer)."""
 
-from mbrl_jax.algorithms import dreamer, dyna, mbpo, mpc_control, pets, pilco, sac
+from mbrl_jax.algorithms import dreamer, dyna, dyna_dqn, mbpo, mpc_control, pets, pilco, sac
 
-__all__ = ["dreamer", "dyna", "mbpo", "mpc_control", "pets", "pilco", "sac"]
+__all__ = ["dreamer", "dyna", "dyna_dqn", "mbpo", "mpc_control", "pets", "pilco", "sac"]
