@@ -62,6 +62,18 @@ def test_td_target_by_hand_termination_stops_truncation_bootstraps(double, expec
   np.testing.assert_allclose(q_mean, 1.75, rtol=1e-6)
 
 
+def test_time_limit_is_a_truncation_in_the_real_transitions():
+  """What reaches the real buffer: the time limit (here 5 steps) marks the step truncated, not
+  terminated, so `td_target` bootstraps through it (as for BATCH's row 1)."""
+  env = envs.make("cartpole_v1", episode_length=5)
+  policy = dyna_dqn.uniform_random(2)
+  actor = acting.reset(env, policy, jax.random.key(0))
+  _, tr, _, ended = acting.collect(env, policy, actor, jax.random.key(1), 12)
+  np.testing.assert_array_equal(tr.truncated, [0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0])
+  np.testing.assert_array_equal(tr.terminated, np.zeros(12))
+  assert int(ended.count) == 2 and tr.action.dtype == jnp.int32
+
+
 def test_target_copied_every_n_steps_and_epsilon_decays_linearly():
   config = dqn_lib.DQNConfig(hidden_sizes=(8,), target_update_every=3, epsilon_start=1.0,
                              epsilon_end=0.1, epsilon_decay_steps=100)
