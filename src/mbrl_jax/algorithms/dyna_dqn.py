@@ -437,10 +437,10 @@ def make(config: Config) -> Algorithm:
   The history holds, per epoch [epochs, (S)]: "env_steps", "eval/return" (mean greedy
   return of complete episodes; "eval/return_min", "eval/return_max",
   "eval/episode_length"), "train/return", "train/episode_length", "train/episodes",
-  "dqn/loss", "dqn/q_mean", "dqn/epsilon", and with the model "model/holdout_mse",
-  "model/train_loss", "model/epochs", "rollout/transitions", "rollout/mean_length",
-  "rollout/reward", "rollout/buffer_size"; "nonfinite/..." flags. Validated when the
-  config is built, before anything compiles.
+  "dqn/loss", "dqn/q_mean" (epoch means), "dqn/epsilon" (at the epoch's end), and with the
+  model "model/holdout_mse", "model/train_loss", "model/epochs", "rollout/transitions",
+  "rollout/mean_length", "rollout/reward", "rollout/buffer_size"; "nonfinite/..." flags.
+  Validated when the config is built, before anything compiles.
   """
   parts = make_parts(config)
   return Algorithm(
