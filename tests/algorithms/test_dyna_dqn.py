@@ -181,13 +181,14 @@ def test_deep_dyna_fills_its_model_buffer_and_the_second_epoch_compiles_nothing(
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda: dict(env="pendulum"), "dyna_dqn.Config.env 'pendulum' has continuous actions; DQN needs "
-                           "a discrete-action env: cartpole_v1, catch"),
+    (lambda: dict(env="pendulum"),
+     "dyna_dqn.Config.env 'pendulum' has continuous actions; DQN needs a discrete-action env: "
+     "cartpole_v1, catch"),
     (lambda: dict(env="nope"), "dyna_dqn.Config.env 'nope' is unknown"),
     (lambda: dict(model_train_every=7), r"dyna_dqn.Config.model_train_every \(7\) must divide"),
     (lambda: dict(env_steps=10), r"dyna_dqn.Config.env_steps \(10\) leaves no epoch"),
-    (lambda: dict(init_exploration_steps=0), "dyna_dqn.Config.init_exploration_steps must be >= 1 "
-                                     "with model_rollouts"),
+    (lambda: dict(init_exploration_steps=0),
+     "dyna_dqn.Config.init_exploration_steps must be >= 1 with model_rollouts"),
     (lambda: dict(real_ratio=1.5), r"dyna_dqn.Config.real_ratio must be in \[0, 1\]"),
     (lambda: dict(real_ratio=0.0), "dyna_dqn.Config.real_ratio .* leaves no real transition"),
     (lambda: dict(updates_per_step=0), "dyna_dqn.Config.updates_per_step must be a positive int"),
@@ -196,7 +197,8 @@ def test_deep_dyna_fills_its_model_buffer_and_the_second_epoch_compiles_nothing(
     (lambda: dict(model=dyna_dqn.ModelConfig(num_members=2, num_elites=3)),
      r"dyna_dqn.ModelConfig.num_elites must be in \[1, num_members=2\]"),
     (lambda: dict(dqn=dqn_lib.DQNConfig(gamma=1.5)), r"dqn.DQNConfig.gamma must be in \[0, 1\]"),
-    (lambda: dict(dqn=dqn_lib.DQNConfig(hidden_sizes=())), "dqn.DQNConfig.hidden_sizes must be positive"),
+    (lambda: dict(dqn=dqn_lib.DQNConfig(hidden_sizes=())),
+     "dqn.DQNConfig.hidden_sizes must be positive"),
     (lambda: dict(dqn=dqn_lib.DQNConfig(target_update_every=0)),
      "dqn.DQNConfig.target_update_every must be a positive int"),
 ])

@@ -209,9 +209,10 @@ class Config:
 # copy every 250 gradient steps, epsilon 1 -> 0.05 over the first 5000 env steps, 1000 random
 # steps first, one gradient step per env step (our choices for a short CartPole budget; the
 # Atari paper's are 1M-step schedules). Deep Dyna keeps all of that, adds a 5-member 2 x 64
-# ensemble refitted every 250 env steps and 20 rollouts of k = 1 per env step, and doubles G with half
-# of each batch imagined, so that it sees as many real transitions per env step as DQN and
-# as many imagined ones on top (Dyna-Q's "n planning updates per real step").
+# ensemble refitted every 250 env steps and 20 rollouts of k = 1 per env step, and doubles G
+# with half of each batch imagined, so that it sees as many real transitions per env step as
+# DQN and as many imagined ones on top (Dyna-Q's "n planning updates per real step"; the
+# control for the extra updates alone is cartpole_dqn with updates_per_step=2).
 PRESETS: dict[str, Config] = {
     "cartpole_dqn": Config(env="cartpole_v1", env_steps=30_000, model_rollouts=False),
     "cartpole_dyna": Config(env="cartpole_v1", env_steps=30_000, model_rollouts=True,
