@@ -112,8 +112,8 @@ def check_continuous_env(config: Any, field: str = 'env') -> None:
   name = getattr(config, field)
   if name in DISCRETE_ENVS:
     checks.fail(config, field, f'{name!r} has discrete actions; this algorithm needs '
-                f'continuous ones (discrete envs: {", ".join(DISCRETE_ENVS)}; tree search '
-                f'takes them: mbrl_jax.algorithms.mcts_control)')
+                f'continuous ones (discrete envs: {", ".join(DISCRETE_ENVS)}; '
+                f'algorithms.mcts_control and dyna_dqn take them)')
   checks.one_of(config, field, registered_names())
 
 
