@@ -6,6 +6,8 @@
 
   python experiments/pilco.py --resume runs/pilco-swingup-3s     # after a crash or a kill
 
+With --float64 (config.float64) the script turns on JAX's x64 mode first (process-global).
+
 Writes DIR/config.json (the resolved config), DIR/metrics.jsonl and DIR/metrics.csv (one row
 per seed and trial: seed, trial, env_steps, train/return, train/success, policy/real_cost,
 policy/predicted_cost, model/..., wall time), DIR/learning_curve.png and DIR/checkpoints/
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import sys
 
+import jax
 import numpy as np
 
 from mbrl_jax.algorithms import pilco
@@ -44,6 +47,8 @@ def first_success(history: dict[str, np.ndarray], config: pilco.Config) -> list[
 def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   args = parse(sys.argv[1:] if argv is None else argv)
   config = args.config
+  if config.float64:                 # process-global: before anything is built or compiled
+    jax.config.update("jax_enable_x64", True)
   run = run_cli.start(args, name="pilco")
   total = config.random_trials + config.trials
 

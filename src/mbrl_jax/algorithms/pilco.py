@@ -32,9 +32,13 @@ The planning state is the env's physical state (`pipeline_state`, e.g. cart-pole
 [x, x_dot, theta, theta_dot] with theta = 0 upright), which the env wrapper made here
 exposes as the observation; only envs with a state layout in `LAYOUTS` are supported.
 
-Example (a `cartpole_swingup` run takes tens of minutes on a 2-core CPU, so it is skipped):
+Example (a `cartpole_swingup` run takes tens of minutes on a 2-core CPU, so it is skipped;
+its preset computes in float64, which needs JAX's x64 mode, process-global):
   >>> from mbrl_jax import run
-  >>> algorithm = make(PRESETS["cartpole_swingup"])
+  >>> PRESETS["cartpole_swingup"].float64
+  True
+  >>> jax.config.update("jax_enable_x64", True)                       # doctest: +SKIP
+  >>> algorithm = make(PRESETS["cartpole_swingup"])                    # doctest: +SKIP
   >>> state, history = run.train(algorithm, jax.random.key(0))         # doctest: +SKIP
   >>> history["train/success"].shape                                   # doctest: +SKIP
   (11,)
@@ -229,6 +233,11 @@ class Config:
     policy: the controller.
     optimiser: policy improvement.
     model: the GP dynamics model.
+    float64: compute the GP, the policy and the predicted rollout in float64 (pilco-matlab
+      does; in float32 the moment-matched covariances lose positive definiteness at the fitted
+      signal-to-noise ratios). Needs `jax.config.update("jax_enable_x64", True)` before `make`
+      (process-global; `experiments/pilco.py` sets it when asked); the env stays float32, its
+      observations and actions are cast at the boundary. False: float32 in either mode.
   """
 
   env: str = "cartpole_swingup"
@@ -242,6 +251,7 @@ class Config:
   policy: PolicyConfig = PolicyConfig()
   optimiser: OptimiserConfig = OptimiserConfig()
   model: ModelConfig = ModelConfig()
+  float64: bool = False
 
   def __post_init__(self):
     checks.one_of(self, "env", sorted(LAYOUTS))
@@ -261,15 +271,30 @@ class Config:
   def buffer_capacity(self) -> int:
     return (self.trials + self.random_trials) * self.episode_length
 
+  @property
+  def dtype(self) -> Any:
+    """The float type PILCO computes in (the env is float32 regardless)."""
+    return jnp.float64 if self.float64 else jnp.float32
+
+
+def check_precision(config: Config) -> None:
+  """Raises if `config.float64` asks for float64 but JAX's x64 mode is off (where float64
+  arrays silently become float32)."""
+  if config.float64 and not jax.config.read("jax_enable_x64"):
+    raise ValueError('pilco.Config.float64 is True but JAX x64 is off: call '
+                     'jax.config.update("jax_enable_x64", True) first (or set float64=False)')
+
 
 PRESETS: dict[str, Config] = {
-    # PILCO's cart-pole swing-up: 4 s episodes at 0.1 s, 50 RBF centres, cost width 0.25;
-    # sized for a 2-core CPU: a sparse GP (100 inducing points) once the data exceed 100 rows,
-    # 100 Adam steps of policy improvement per trial (PILCO: ~150 line searches).
+    # PILCO's cart-pole swing-up: 4 s episodes at 0.1 s, 50 RBF centres, cost width 0.25, in
+    # float64 with pilco-matlab's signal-to-noise cap (500); sized for a 2-core CPU: a sparse
+    # GP (100 inducing points; pilco-matlab: 300) once the data exceed 100 rows, 40 L-BFGS
+    # steps of policy improvement per trial (PILCO: up to 150 line searches).
     "cartpole_swingup": Config(
-        env="cartpole_swingup", trials=10, episode_length=40, dt=0.1,
-        optimiser=OptimiserConfig(kind="adam", steps=100, learning_rate=0.03),
-        model=ModelConfig(sparse_inducing=100)),
+        env="cartpole_swingup", trials=10, episode_length=40, dt=0.1, float64=True,
+        optimiser=OptimiserConfig(kind="lbfgs", steps=40, learning_rate=1.0),
+        model=ModelConfig(fit=gp.GPFitConfig(steps=100, snr_limit=500.0),
+                          sparse_inducing=100)),
     # Seconds per trial: for smoke tests and notebooks.
     "quick": Config(env="cartpole_swingup", trials=2, episode_length=20, dt=0.1,
                     cost_width=1.0, policy=PolicyConfig(num_basis=10),
@@ -290,6 +315,22 @@ class Parts(NamedTuple):
   layout: Layout
 
 
+class Float32Info(Wrapper):
+  """Brax's EpisodeWrapper with its step counters in float32 (under x64 it makes them float64
+  at reset and float32 ones come back from a step, which a scan carry refuses)."""
+
+  def reset(self, rng):
+    return _float32_info(self.env.reset(rng))
+
+  def step(self, state, action):
+    return _float32_info(self.env.step(state, action))
+
+
+def _float32_info(state):
+  f32 = lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x
+  return state.replace(info=jax.tree.map(f32, state.info))
+
+
 def make_env(config: Config) -> Env:
   """The env PILCO acts in: `envs.make(config.env)` with the config's control period and
   episode length, observing the physical state."""
@@ -299,11 +340,12 @@ def make_env(config: Config) -> Env:
     kwargs = dict(dt=config.dt)
   bare = envs.make(config.env, episode_length=None, **kwargs)
   layout = LAYOUTS[config.env](bare)
-  return brax_training.EpisodeWrapper(PhysicalState(bare, layout.state_size),
-                                      config.episode_length, 1)
+  return Float32Info(brax_training.EpisodeWrapper(PhysicalState(bare, layout.state_size),
+                                                  config.episode_length, 1))
 
 
 def make_parts(config: Config) -> Parts:
+  check_precision(config)
   env = make_env(config)
   return Parts(env=env, layout=LAYOUTS[config.env](env.unwrapped))
 
@@ -354,18 +396,18 @@ def init_policy(config: Config, layout: Layout, key: PRNGKey, action_size: int
   """PILCO's initial policy: centres drawn from the (augmented) start distribution, unit
   lengthscales, weights N(0, init_target_std^2 / num_basis); linear: weights
   N(0, init_target_std^2), zero offset."""
-  p, u = len(layout.inputs), action_size
-  m0, v0 = jnp.asarray(layout.init_mean), jnp.asarray(layout.init_var)
+  p, u, dt = len(layout.inputs), action_size, config.dtype
+  m0, v0 = jnp.asarray(layout.init_mean, dt), jnp.asarray(layout.init_var, dt)
   k1, k2 = jax.random.split(key)
   std = config.policy.init_target_std
   if config.policy.kind == "linear":
-    return PolicyParams(inputs=std * jax.random.normal(k1, (u, p)), weights=jnp.zeros((u,)),
-                        log_lengthscales=jnp.zeros((u, p)))
+    return PolicyParams(inputs=std * jax.random.normal(k1, (u, p), dt),
+                        weights=jnp.zeros((u,), dt), log_lengthscales=jnp.zeros((u, p), dt))
   b = config.policy.num_basis
-  x = m0 + jax.random.normal(k1, (b, layout.state_size)) * jnp.sqrt(v0)
+  x = m0 + jax.random.normal(k1, (b, layout.state_size), dt) * jnp.sqrt(v0)
   aug = jax.vmap(functools.partial(_augment_point, layout))(x)[:, jnp.asarray(layout.inputs)]
-  return PolicyParams(inputs=aug, weights=std / b**0.5 * jax.random.normal(k2, (b, u)),
-                      log_lengthscales=jnp.zeros((u, p)))
+  return PolicyParams(inputs=aug, weights=std / b**0.5 * jax.random.normal(k2, (b, u), dt),
+                      log_lengthscales=jnp.zeros((u, p), dt))
 
 
 def _policy_moments(config: Config, params: PolicyParams, mi: jax.Array, si: jax.Array):
@@ -392,9 +434,9 @@ def policy_action(config: Config, layout: Layout, params: PolicyParams,
   post = None if config.policy.kind == "linear" else _rbf_gp(params)
 
   def act(x):
-    xi = _augment_point(layout, x)[idx]
+    xi = _augment_point(layout, x.astype(params.inputs.dtype))[idx]
     u0 = (params.inputs @ xi + params.weights if post is None else gp.predict(post, xi)[0])
-    return config.policy.u_max * jnp.sin(u0)
+    return (config.policy.u_max * jnp.sin(u0)).astype(jnp.float32)     # the env's dtype
 
   return act
 
@@ -552,12 +594,16 @@ class State(NamedTuple):
   env_steps: jax.Array
 
 
-def gp_data(layout: Layout, data: Transition) -> tuple[jax.Array, jax.Array]:
+def gp_data(layout: Layout, data: Transition, dtype: Any = None
+            ) -> tuple[jax.Array, jax.Array]:
   """GP inputs [N, P + U] = [augmented state's policy inputs, action] and targets [N, D] =
-  next state - state, from transitions with physical-state observations."""
-  aug = jax.vmap(functools.partial(_augment_point, layout))(data.obs)
-  inputs = jnp.concatenate([aug[:, jnp.asarray(layout.inputs)], data.action], -1)
-  return inputs, data.next_obs - data.obs
+  next state - state, from transitions with physical-state observations, in `dtype` (None:
+  JAX's default float, float64 under x64; the buffer holds the env's float32)."""
+  dtype = jnp.result_type(float) if dtype is None else dtype
+  obs, next_obs = data.obs.astype(dtype), data.next_obs.astype(dtype)
+  aug = jax.vmap(functools.partial(_augment_point, layout))(obs)
+  inputs = jnp.concatenate([aug[:, jnp.asarray(layout.inputs)], data.action.astype(dtype)], -1)
+  return inputs, next_obs - obs
 
 
 def episode_metrics(config: Config, layout: Layout, ep: acting.EpisodeResult) -> dict:
@@ -590,7 +636,7 @@ def _init(parts: Parts, config: Config, key: PRNGKey):
     buffer = buffer_lib.add_masked(buffer, ep.transitions, ep.valid)
     done.append(episode_metrics(config, layout, ep))
   done = jax.tree.map(lambda *x: jnp.stack(x), *done)
-  inputs, targets = gp_data(layout, buffer.data)
+  inputs, targets = gp_data(layout, buffer.data, config.dtype)
   state = State(buffer=buffer,
                 gp_params=gp.init_params(inputs, targets, buffer_lib.valid_mask(buffer)),
                 policy_params=init_policy(config, layout, policy_key, env.action_size),
@@ -611,7 +657,7 @@ def fit_model(config: Config, layout: Layout, params: gp.GPParams, buffer, key: 
   """Fits the hyperparameters on the buffer, then the posterior (sparse once the data exceed
   `sparse_inducing` rows); returns them and the log marginal likelihood per data point,
   averaged over the outputs."""
-  inputs, targets = gp_data(layout, buffer.data)
+  inputs, targets = gp_data(layout, buffer.data, config.dtype)
   mask = buffer_lib.valid_mask(buffer)
   params, info = gp.fit(params, inputs, targets, mask, config.model.fit)
   lml = jnp.mean(info.lml) / jnp.maximum(mask.sum(), 1)
