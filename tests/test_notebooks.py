@@ -30,7 +30,9 @@ TINY: dict[str, dict] = {
                           STEPS_PER_CALL=10, BATCH_SIZE=4, SEQ_LEN=8, CONTEXT=3, HORIZON=6,
                           IMAGE_SIZE=16, CNN_DEPTH=4, PIXEL_EPISODES=2, PIXEL_TRAIN_STEPS=10,
                           PIXEL_BATCH_SIZE=2, PIXEL_SEQ_LEN=8),
-    "classic.ipynb": dict(RUNS=2, EPISODES=3, PLANNING_STEPS=(0, 50), BLOCKING_STEPS=1100),
+    "classic.ipynb": dict(RUNS=2, EPISODES=3, PLANNING_STEPS=(0, 50), BLOCKING_STEPS=1100,
+                          DEEP_ENV_STEPS=1500, DEEP_EPOCH=500, DEEP_SEEDS=1,
+                          DEEP_VARIANTS=("Deep Dyna",)),
     "control.ipynb": dict(PLAN_ITERATIONS=5, MPC_HORIZON=10, MPC_ITERATIONS=3, EPISODE_LENGTH=40,
                           PILCO_PRESET="quick"),
     "search.ipynb": dict(NUM_SIMULATIONS=16, ZERO_VALUE_SIMULATIONS=16, MAX_STEPS=20),
@@ -165,6 +167,13 @@ def test_notebook_runs(path, kernel_name, tmp_path):
     # 14-step path; without planning it still wanders (hundreds of steps).
     assert steps["50"][2] < 40 and steps["0"][2] > 100, steps
     assert set(result["blocking_final"]) == {"dyna_q", "dyna_q_plus"}, result
+    match = re.search(r"^DEEP_DYNA_JSON (.*)$", out, re.M)
+    assert match, f"classic.ipynb printed no DEEP_DYNA_JSON line; stdout:\n{out[-2000:]}"
+    deep = json.loads(match.group(1))
+    # 500 random steps, then two 500-step epochs, each with model rollouts in the buffer.
+    assert deep["Deep Dyna"]["env_steps"] == [1000.0, 1500.0], deep
+    assert all(t > 0 for t in deep["rollout_transitions"]), deep
+    assert all(0 < r <= 500 for r in deep["Deep Dyna"]["eval_return"]), deep
   if path.name == "search.ipynb":
     match = re.search(r"^SEARCH_JSON (.*)$", out, re.M)
     assert match, f"search.ipynb printed no SEARCH_JSON line; stdout:\n{out[-2000:]}"
