@@ -2,7 +2,6 @@
 search improves on its prior with few simulations, plan compiles once, vmaps over seeds,
 takes a learned recurrent_fn, and refuses bad arguments in one line."""
 
-import collections
 
 import jax
 import jax.numpy as jnp
@@ -15,23 +14,6 @@ from mbrl_jax.envs import maze as maze_lib
 from tests.conftest import count_compilations
 
 DISCOUNT = 0.95
-
-
-def _goal_distances(spec, walls) -> np.ndarray:
-  """BFS steps from every cell to the goal, [S] int (-1 for walls / unreachable)."""
-  walls = np.asarray(walls)
-  dist = np.full(spec.num_cells, -1)
-  dist[spec.flat(spec.goal)] = 0
-  queue = collections.deque([spec.goal])
-  while queue:
-    r, c = queue.popleft()
-    for dr, dc in ((-1, 0), (1, 0), (0, 1), (0, -1)):
-      nr, nc = r + dr, c + dc
-      if (0 <= nr < spec.height and 0 <= nc < spec.width and not walls[nr, nc]
-          and dist[nr * spec.width + nc] < 0):
-        dist[nr * spec.width + nc] = dist[r * spec.width + c] + 1
-        queue.append((nr, nc))
-  return dist
 
 
 def _greedy_episode(search, step, start, goal, max_steps):
@@ -61,7 +43,7 @@ def test_mcts_on_the_true_dyna_maze_takes_the_shortest_path():
   spec = maze_lib.maze("dyna")
   walls = maze_lib.walls_at(spec, 0)
   step = maze_lib.recurrent_model(spec, walls)
-  dist = jnp.asarray(_goal_distances(spec, walls))
+  dist = jnp.asarray(maze_lib.goal_distances(spec, walls))
   goal = spec.flat(spec.goal)
   value = lambda params, cell: jnp.where(cell == goal, 0.0, DISCOUNT ** (dist[cell] - 1))
   search = planning.make_mcts(step, num_actions=maze_lib.NUM_ACTIONS, num_simulations=64,

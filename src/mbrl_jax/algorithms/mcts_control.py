@@ -21,18 +21,17 @@ Example (compiling an episode takes a few seconds, so it is skipped here):
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from brax.envs.base import Env
 
 from mbrl_jax import checks
 from mbrl_jax import envs
+from mbrl_jax.algorithms import mpc_control
 from mbrl_jax.algorithms.base import Algorithm
 from mbrl_jax.envs import acting
 from mbrl_jax.envs import maze as maze_lib
@@ -120,18 +119,8 @@ PRESETS: dict[str, Config] = {
 """Named starting points (`experiments/mcts.py --preset NAME`)."""
 
 
-class State(NamedTuple):
-  """What a run carries from episode to episode (one seed).
-
-  Attributes:
-    key: the run's random key.
-    episode: episodes completed.                # [] int32
-    env_steps: env steps taken so far.          # [] int32
-  """
-
-  key: PRNGKey
-  episode: jax.Array
-  env_steps: jax.Array
+# What a run carries from episode to episode: the same as MPC's (key, episode, env_steps).
+State = mpc_control.State
 
 
 class StepInfo(NamedTuple):
@@ -155,22 +144,6 @@ class Parts(NamedTuple):
   episode_length: int
 
 
-def goal_distances(spec: maze_lib.MazeSpec, walls: np.ndarray) -> np.ndarray:
-  """BFS steps from every flat cell to the maze's goal, int [S] (-1: walls, out of reach)."""
-  dist = np.full(spec.num_cells, -1)
-  dist[spec.flat(spec.goal)] = 0
-  queue = collections.deque([spec.goal])
-  while queue:
-    r, c = queue.popleft()
-    for dr, dc in ((-1, 0), (1, 0), (0, 1), (0, -1)):
-      nr, nc = r + dr, c + dc
-      if (0 <= nr < spec.height and 0 <= nc < spec.width and not walls[nr, nc]
-          and dist[nr * spec.width + nc] < 0):
-        dist[nr * spec.width + nc] = dist[r * spec.width + c] + 1
-        queue.append((nr, nc))
-  return dist
-
-
 def make_parts(config: Config) -> Parts:
   value_fn = None
   if config.env in MAZE_ENVS:
@@ -182,7 +155,7 @@ def make_parts(config: Config) -> Parts:
     embed = lambda obs: jnp.argmax(obs).astype(jnp.int32)
     length = config.episode_length or MAZE_EPISODE_LENGTH
     if config.value == "maze_distance":
-      dist = jnp.asarray(goal_distances(spec, walls))
+      dist = jnp.asarray(maze_lib.goal_distances(spec, walls))
       goal = spec.flat(spec.goal)
       value_fn = lambda params, cell: jnp.where(
           (cell == goal) | (dist[cell] < 0), 0.0, config.discount ** (dist[cell] - 1))

@@ -151,30 +151,36 @@ def transition(spec: MazeSpec, walls: jax.Array, cell: jax.Array | int,
   return next_cell, done.astype(jnp.float32), done
 
 
-def shortest_path_length(spec: MazeSpec, walls: jax.Array | np.ndarray) -> int:
-  """Fewest steps from `spec.start` to `spec.goal` through `walls` (BFS on the host).
+def goal_distances(spec: MazeSpec, walls: jax.Array | np.ndarray) -> np.ndarray:
+  """BFS steps from every flat cell to `spec.goal` through `walls` (on the host).
 
   Args:
     spec: the maze.
     walls: bool [H, W].
 
   Returns:
-    The number of steps, or -1 when the goal cannot be reached.
+    int [H * W]: the fewest steps to the goal (moves are reversible, so also from the goal);
+    -1 for walls and cells that cannot reach it.
   """
   walls = np.asarray(walls, bool)
-  dist = {spec.start: 0}
-  queue = collections.deque([spec.start])
+  dist = np.full(spec.num_cells, -1)
+  dist[spec.flat(spec.goal)] = 0
+  queue = collections.deque([spec.goal])
   while queue:
     r, c = queue.popleft()
-    if (r, c) == spec.goal:
-      return dist[(r, c)]
     for dr, dc in _MOVES:
       nr, nc = r + int(dr), c + int(dc)
       if (0 <= nr < spec.height and 0 <= nc < spec.width and not walls[nr, nc]
-          and (nr, nc) not in dist):
-        dist[(nr, nc)] = dist[(r, c)] + 1
+          and dist[spec.flat((nr, nc))] < 0):
+        dist[spec.flat((nr, nc))] = dist[spec.flat((r, c))] + 1
         queue.append((nr, nc))
-  return -1
+  return dist
+
+
+def shortest_path_length(spec: MazeSpec, walls: jax.Array | np.ndarray) -> int:
+  """Fewest steps from `spec.start` to `spec.goal` through `walls`, or -1 when the goal
+  cannot be reached (`goal_distances` at the start)."""
+  return int(goal_distances(spec, walls)[spec.flat(spec.start)])
 
 
 def recurrent_model(spec: MazeSpec, walls: jax.Array, *, discount: float = 1.0
