@@ -103,6 +103,42 @@ def test_prioritized_sweeping_queues_and_updates_the_predecessors():
   assert float(jnp.max(state.priority)) == 0.0
 
 
+def test_dyna_q_plus_planning_bonus_and_untried_actions_by_hand():
+  """One planning update from a model that knows one pair, (s0, RIGHT) -> s1 with reward
+  0.2, tried at step 7 of 16: Dyna-Q replays that pair only; Dyna-Q+ adds kappa sqrt(tau)
+  and may also pick s0's untried actions, as self-loops with reward 0 and tau = 16."""
+  spec = maze_lib.maze("dyna")
+  s0, s1, right = spec.flat((3, 0)), spec.flat((3, 1)), maze_lib.RIGHT
+  keys = jax.random.split(jax.random.key(1), 400)
+
+  def planned(variant):
+    config = dyna.Config(maze="dyna", variant=variant, planning_steps=1, alpha=0.5,
+                         gamma=0.95, kappa=0.1)
+    state = dyna.init_state(config, jax.random.key(0))
+    state = state._replace(
+        seen=state.seen.at[s0, right].set(True),
+        model_next=state.model_next.at[s0, right].set(s1),
+        model_reward=state.model_reward.at[s0, right].set(0.2),
+        last_tried=state.last_tried.at[s0, right].set(7), env_steps=jnp.int32(16))
+    return np.asarray(jax.jit(jax.vmap(lambda k: dyna._plan(config, state, k)[0]))(keys))
+
+  # Dyna-Q: Q(s0, RIGHT) = 0.5 * (0.2 + 0.95 * 0) = 0.1 every time, nothing else moves.
+  q = planned("dyna_q")
+  np.testing.assert_allclose(q[:, s0, right], 0.1, rtol=1e-6)
+  assert np.count_nonzero(q) == len(keys)
+  # Dyna-Q+: the tried pair gets 0.5 * (0.2 + 0.1 * sqrt(16 - 7)) = 0.25; an untried action
+  # a of s0 loops back with 0.5 * (0 + 0.1 * sqrt(16) + 0.95 * 0) = 0.2. One pair per update,
+  # always in s0 (the only visited state), the four actions about equally often.
+  q = planned("dyna_q_plus")
+  changed = np.argwhere(q != 0)                                 # [updates, (key, s, a)]
+  np.testing.assert_array_equal(changed[:, 0], np.arange(len(keys)))
+  assert np.all(changed[:, 1] == s0)
+  values = q[changed[:, 0], changed[:, 1], changed[:, 2]]
+  np.testing.assert_allclose(values, np.where(changed[:, 2] == right, 0.25, 0.2), rtol=1e-6)
+  counts = np.bincount(changed[:, 2], minlength=maze_lib.NUM_ACTIONS) / len(keys)
+  assert np.all(np.abs(counts - 0.25) < 0.07), counts
+
+
 @pytest.fixture(scope="module")
 def dyna_maze_runs():
   keys = jax.random.split(jax.random.key(0), RUNS)

@@ -91,17 +91,16 @@ def _seed(result: dict, seed: int) -> tuple[list[float], str]:
 
 @pytest.mark.slow
 def test_device_layouts_across_processes():
-  # Four processes at once (each mostly compiles, ~25 s alone on this 2-core CPU).
+  # Three processes at once (each mostly compiles, ~25 s alone on this 2-core CPU).
   processes = [_start(1, [[3, 4]]),       # a plain process: 2 seeds
                _start(2, [[3, 4]]),       # 2 devices: 1 seed per device
-               _start(2, [[3, 4]]),       # the same command in another process
                _start(4, [[3, 4, 5, 6]])]  # 4 devices: 1 seed per device
-  (one_a,), (two_a,), (two_b,), (four,) = [_results(p) for p in processes]
+  (one_a,), (two_a,), (four,) = [_results(p) for p in processes]
   assert (one_a["devices"], two_a["devices"], four["devices"]) == (1, 2, 4)
 
-  # The same command in another process: bitwise the same results.
-  assert two_a == two_b
-  # Equal seeds per device (here 1): the same results on 2 and on 4 devices.
+  # Equal seeds per device (here 1): bitwise the same results on 2 and on 4 devices, each in
+  # its own process (which also covers the same command giving the same results in another
+  # process: the per-device programs are the same).
   for seed in (3, 4):
     assert _seed(four, seed) == _seed(two_a, seed)
   # 1 device against several: the random trial (no model yet) is the same; after the first
