@@ -34,7 +34,7 @@ TINY: dict[str, dict] = {
                           DEEP_ENV_STEPS=1500, DEEP_EPOCH=500, DEEP_SEEDS=1,
                           DEEP_VARIANTS=("Deep Dyna",)),
     "control.ipynb": dict(PLAN_ITERATIONS=5, MPC_HORIZON=10, MPC_ITERATIONS=3, EPISODE_LENGTH=40,
-                          PILCO_PRESET="quick"),
+                          PILCO_PRESET="quick", PILCO_OVERRIDES=dict(trials=1)),
     "search.ipynb": dict(NUM_SIMULATIONS=16, ZERO_VALUE_SIMULATIONS=16, MAX_STEPS=20),
     "mbpo.ipynb": dict(RANDOM_STEPS=200, MEMBERS=3, ELITES=2, HIDDEN=(16, 16), FIT_EPOCHS=3,
                        FIT_BATCH=16, SAC_HIDDEN=(16, 16), SAC_BATCH=16, SAC_UPDATES=20,
