@@ -355,17 +355,17 @@ class GymnasiumEnv(Env):
     return state.replace(pipeline_state=handle, obs=obs, reward=reward, done=done,
                          info={**state.info, "truncation": truncated})
 
-  def render_obs(self, obs: jax.Array, size: int) -> jax.Array | None:
-    """uint8 [size, size, 3] from an observation, for the classic-control ids we can draw
-    (Pendulum, CartPole); None otherwise."""
+  def obs_renderer(self, size: int) -> Callable[[jax.Array], jax.Array] | None:
+    """`render(obs) -> uint8 [size, size, 3]` for the classic-control ids we can draw from the
+    observation (Pendulum, CartPole; pure JAX, for videos), else None."""
     from mbrl_jax.envs import rendering  # pylint: disable=import-outside-toplevel
     name = self.spaces.env_id.split(":")[-1].split("-v")[0]
     if name == "Pendulum":
-      return rendering.render_pendulum(obs[0], obs[1], size=size)
+      return lambda obs: rendering.render_pendulum(obs[0], obs[1], size=size)
     if name == "CartPole":
-      return rendering.render_cartpole(obs[0], jnp.cos(obs[2]), jnp.sin(obs[2]), size=size,
-                                       pole_length=1.0, half_width=2.6, center=(0.0, 0.5),
-                                       cart_half_extents=(0.25, 0.15))
+      return lambda obs: rendering.render_cartpole(
+          obs[0], jnp.cos(obs[2]), jnp.sin(obs[2]), size=size, pole_length=1.0,
+          half_width=2.6, center=(0.0, 0.5), cart_half_extents=(0.25, 0.15))
     return None
 
 
