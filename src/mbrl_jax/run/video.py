@@ -176,6 +176,7 @@ def frames(env: Any, recording: Recording, size: int = 128) -> np.ndarray:
   return _render(env, recording, _renderer(env, size))
 
 
+@functools.lru_cache(maxsize=16)
 def _renderer(env: Any, size: int) -> Callable[[Any], jax.Array]:
   return jax.jit(jax.vmap(frame_fn(env, size)))
 
@@ -213,12 +214,11 @@ def write(path: pathlib.Path, images: np.ndarray, fps: int = 20) -> pathlib.Path
 
 
 @functools.lru_cache(maxsize=8)
-def _recorder(name: str, config: Any, max_steps: int | None, size: int):
-  """(jitted `record_state(state, key) -> Recording`, jitted renderer), once per config."""
+def _recorder(name: str, config: Any, max_steps: int | None):
+  """(env, jitted `record_state(state, key) -> Recording`), once per config."""
   what = POLICIES[name][1](config)
   steps = max_steps or what.max_steps
-  record_state = jax.jit(lambda state, key: record(what.env, what.policy_of(state), key, steps))
-  return what.env, record_state, _renderer(what.env, size)
+  return what.env, jax.jit(lambda state, key: record(what.env, what.policy_of(state), key, steps))
 
 
 def film(name: str, config: Any, state: Any, path: pathlib.Path, *, key: jax.Array | None = None,
@@ -228,9 +228,9 @@ def film(name: str, config: Any, state: Any, path: pathlib.Path, *, key: jax.Arr
   compiled once per (name, config, max_steps): filming a run every few chunks compiles once."""
   if name not in POLICIES:
     raise ValueError(f"no video for algorithm {name!r}; available: {', '.join(POLICIES)}")
-  env, record_state, render = _recorder(name, config, max_steps, size)
+  env, record_state = _recorder(name, config, max_steps)
   recording = record_state(state, jax.random.key(0) if key is None else key)
-  return write(path, _render(env, recording, render), fps), float(recording.ret)
+  return write(path, _render(env, recording, _renderer(env, size)), fps), float(recording.ret)
 
 
 def seed_slice(state: Any, index: int = 0) -> Any:
@@ -244,6 +244,8 @@ def from_run_dir(run_dir: pathlib.Path, *, seed_index: int = 0, fmt: str = "gif"
   from mbrl_jax.run import config as config_lib  # pylint: disable=import-outside-toplevel
   from mbrl_jax.run.checkpoint import Checkpointer, run_meta  # pylint: disable=import-outside-toplevel
   run_dir = pathlib.Path(run_dir)
+  if not (run_dir / "config.json").exists():
+    raise ValueError(f"{run_dir}: no config.json there (not a run directory?)")
   saved = json.loads((run_dir / "config.json").read_text())
   name = saved["algorithm"]
   if name not in POLICIES:
@@ -258,9 +260,13 @@ def from_run_dir(run_dir: pathlib.Path, *, seed_index: int = 0, fmt: str = "gif"
   step = ckpt.latest_step()
   if step is None:
     raise ValueError(f"{run_dir}: no checkpoint yet")
+  if not 0 <= seed_index < len(seeds):
+    raise ValueError(f"--seed-index must be in [0, {len(seeds)}), got {seed_index}")
   template = jax.eval_shape(jax.vmap(algorithm.init), keys)[0]
   state, _ = ckpt.restore(template)
-  path = run_dir / "videos" / f"{name}_{algorithm.unit}{step}_seed{seeds[seed_index]}.{fmt}"
+  # Named after the last chunk the checkpoint holds, as --video names its files.
+  after = f"{algorithm.unit}{step - 1}" if step > 0 else "init"
+  path = run_dir / "videos" / f"{name}_{after}_seed{seeds[seed_index]}.{fmt}"
   return film(name, config, seed_slice(state, seed_index), path, size=size,
               max_steps=max_steps)
 
