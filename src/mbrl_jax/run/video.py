@@ -8,9 +8,9 @@ GIF (or an MP4 where imageio-ffmpeg is installed).
 
 Frames: envs with ``render_pixels`` (ours: cart-poles, pendulum) draw their physical state;
 gymnasium envs we can draw from the observation (Pendulum, CartPole) through
-``GymnasiumEnv.obs_renderer``; Brax envs get a side view (x-z) of their bodies as a stick figure
-(links to their parents), since Brax's renderer (`brax.io.image`) needs pytinyrenderer, which
-is not installed here; any other env shows its observation as bars.
+``GymnasiumEnv.obs_renderer``; Brax envs get a flat side view (x-z) of their capsule, sphere
+and box geoms, since Brax's renderer (`brax.io.image`) needs pytinyrenderer, which is not
+installed here; any other env shows its observation as bars.
 
 `POLICIES` names, per algorithm, how its state gives the env and the policy to film (PETS: MPC
 on the fitted model; MBPO and SAC: the deterministic actor; Dreamer: the actor on the
@@ -135,23 +135,36 @@ def _bars(obs: jax.Array, size: int) -> jax.Array:
 
 
 def _brax_side_view(env: Any, size: int) -> Callable[[Any], jax.Array]:
-  """A stick figure of a Brax pipeline state: each body's position joined to its parent's,
-  in the x-z plane, the view following the root's x."""
-  parents = [int(p) for p in env.sys.link_parents]
+  """A side view (x-z plane) of a Brax pipeline state: each capsule or cylinder geom as a
+  thick segment, spheres and boxes as discs (boxes by their first half size), the ground as
+  a line; the view follows the root body's x."""
+  from brax import math as brax_math  # pylint: disable=import-outside-toplevel
+  sys_ = env.sys
+  kinds = np.asarray(sys_.geom_type)
+  bodies = np.asarray(sys_.geom_bodyid)
+  sizes = np.asarray(sys_.geom_size)
+  # mujoco geom types: 0 plane, 2 sphere, 3 capsule, 5 cylinder, 6 box; body 0 is the world.
+  drawn = [g for g in range(len(kinds)) if bodies[g] > 0 and kinds[g] in (2, 3, 5, 6)]
+  geom_pos = jnp.asarray(sys_.geom_pos)
+  geom_quat = jnp.asarray(sys_.geom_quat)
 
   def draw(pipeline_state: Any) -> jax.Array:
-    pos = pipeline_state.x.pos                                    # [L, 3]
-    center = (pos[0, 0], 1.0)
-    u, v, px = rendering.pixel_grid(size, (0.0, 0.0), 2.0)
-    u = u + center[0]
-    v = v + center[1]
+    pos, rot = pipeline_state.x.pos, pipeline_state.x.rot          # [L, 3], [L, 4]
+    u, v, px = rendering.pixel_grid(size, (pos[0, 0], 1.0), 2.0)
     ground = rendering.segment_alpha(u, v, jnp.array([-1e3, 0.0]), jnp.array([1e3, 0.0]),
                                      px, px)
     layers = [(ground, rendering.RAIL)]
-    for i, p in enumerate(parents):
-      a = pos[i, jnp.array([0, 2])]
-      b = a if p < 0 else pos[p, jnp.array([0, 2])]
-      layers.append((rendering.segment_alpha(u, v, a, b, 0.05, px), rendering.POLE))
+    for g in drawn:
+      link = bodies[g] - 1
+      center = pos[link] + brax_math.rotate(geom_pos[g], rot[link])
+      if kinds[g] in (3, 5):
+        axis = brax_math.rotate(brax_math.rotate(jnp.array([0.0, 0.0, sizes[g, 1]]),
+                                                 geom_quat[g]), rot[link])
+        a, b = (center - axis)[jnp.array([0, 2])], (center + axis)[jnp.array([0, 2])]
+      else:
+        a = b = center[jnp.array([0, 2])]
+      layers.append((rendering.segment_alpha(u, v, a, b, max(float(sizes[g, 0]), px), px),
+                     rendering.POLE if g % 2 else rendering.CART))
     return rendering.to_uint8(rendering.composite(layers))
   return draw
 
@@ -164,7 +177,7 @@ def frame_fn(env: Any, size: int) -> Callable[[Any], jax.Array]:
     return lambda state: draw_obs(state.obs)
   if hasattr(inner, "render_pixels"):
     return lambda state: inner.render_pixels(state.pipeline_state, size)
-  if hasattr(inner, "sys") and hasattr(inner.sys, "link_parents"):
+  if hasattr(inner, "sys") and hasattr(inner.sys, "geom_bodyid"):
     draw = _brax_side_view(inner, size)
     return lambda state: draw(state.pipeline_state)
   return lambda state: _bars(state.obs, size)
