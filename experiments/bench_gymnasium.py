@@ -49,7 +49,7 @@ class Args:
   repeats: int = 5
   """Timed calls per subject (median)."""
   quick: bool = False
-  """Tiny sizes: batches 1 and 2, 20 steps, 1 repeat."""
+  """Tiny sizes: batches as given but at most 2, 20 steps, 1 repeat."""
 
 
 def _collect_fn(env, steps: int):
@@ -84,7 +84,8 @@ def _python_fn(batch: int, steps: int):
 
 def main(args: Args) -> list[dict]:
   if args.quick:
-    args = dataclasses.replace(args, batches=(1, 2), steps=20, repeats=1)
+    args = dataclasses.replace(args, batches=tuple(sorted({min(b, 2) for b in args.batches})),
+                               steps=20, repeats=1)
   if not args.batches or min(args.batches) < 1:
     raise SystemExit(f"error: --batches must be batch sizes >= 1, got {args.batches}")
   for name in ("steps", "repeats"):

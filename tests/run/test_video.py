@@ -77,12 +77,12 @@ def test_the_recording_is_the_episode_acting_runs_and_stops_at_done():
 def test_frame_renderers_and_writer(tmp_path):
   gym_env = envs.make("gymnasium:Pendulum-v1")
   state = gym_env.reset(jax.random.key(0))
-  theirs = video.frame_fn(gym_env, 32)(state)
+  theirs = jax.jit(video.frame_fn(gym_env, 32))(state)
   th = jnp.arctan2(state.obs[1], state.obs[0])
-  ours = envs.Pendulum().render_pixels(jnp.stack([th, 0.0]), 32)
+  ours = jax.jit(envs.Pendulum().render_pixels, static_argnums=1)(jnp.stack([th, 0.0]), 32)
   assert np.abs(np.asarray(theirs, int) - np.asarray(ours, int)).max() <= 1
-  bars = video.frame_fn(envs.make("gymnasium:MountainCarContinuous-v0"), 16)(
-      envs.make("gymnasium:MountainCarContinuous-v0").reset(jax.random.key(0)))
+  car = envs.make("gymnasium:MountainCarContinuous-v0")     # no drawing of its own: bars
+  bars = jax.jit(video.frame_fn(car, 16))(car.reset(jax.random.key(0)))
   assert bars.shape == (16, 16, 3) and bars.dtype == jnp.uint8 and bars.std() > 0
   images = np.random.default_rng(0).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)
   path = video.write(tmp_path / "a.gif", images)
