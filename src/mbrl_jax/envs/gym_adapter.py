@@ -37,10 +37,16 @@ How a functional env is made of mutable host envs:
   as usual. PETS trials start with a reset, so a resumed PETS run is unaffected; MBPO and Dreamer
   carry a training episode across chunks and lose (truncate) the one running at the checkpoint.
 
-Reward and termination for planning: `envs.get_task_fns("gymnasium:Pendulum-v1")` is our
+Reward and termination functions: `envs.get_task_fns("gymnasium:Pendulum-v1")` is our
 pendulum's (the adapter's [-1, 1] actions make gymnasium's Pendulum-v1 exactly `envs.Pendulum`).
-For another env, register yours with `envs.task_fns.register` (see there), or learn the reward
-(MBPO learns it; see the README section "Your own environment").
+For another env, what each algorithm needs: PETS plans with a known reward and termination
+(register yours with `envs.task_fns.register`; PETS here has no learned-reward option); MBPO
+learns the reward with its ensemble and needs only the termination function (register it, with
+any reward function); Dreamer learns reward and continuation and needs neither.
+
+Cost: every step is a host round trip, and `acting.step` also computes a reset on every step
+(it selects it where an episode ended), which here is a scratch-env reset on the host for every
+env of the batch; `experiments/bench_gymnasium.py` measures both against the pure-JAX pendulum.
 
 Example:
   >>> env = from_gymnasium("Pendulum-v1")

@@ -312,8 +312,7 @@ class Run:
 
     def film(i: int, state: Any) -> None:
       path = self.out / "videos" / f"{algorithm.name}_{unit}{i}.{self.args.video_format}"
-      path, ret = video_lib.film(algorithm.name, algorithm.config,
-                                 video_lib.seed_slice(state), path)
+      path, ret = video_lib.film(algorithm.name, algorithm.config, state, path, seed_index=0)
       videos.append(str(path))
       if self.bar is not None:
         self.bar.write(f"{unit} {i}: filmed an evaluation episode (seed {self.seeds[0]}, "

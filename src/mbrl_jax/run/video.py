@@ -42,12 +42,15 @@ class Film(NamedTuple):
 
   Attributes:
     env: the env the policy acts in.
-    policy_of: `policy_of(state) -> acting.Policy` for one seed's state (traced: the state's
-      parameters are arguments of the compiled recording, not constants in it).
+    select: `select(state) -> part`: the part of the state the policy needs (its replay
+      buffers left out, so filming does not copy them).
+    policy_of: `policy_of(part) -> acting.Policy` (traced: the parameters are arguments of
+      the compiled recording, not constants in it).
     max_steps: the episode's length cap.
   """
 
   env: Any
+  select: Callable[[Any], Any]
   policy_of: Callable[[Any], acting.Policy]
   max_steps: int
 
@@ -55,8 +58,8 @@ class Film(NamedTuple):
 def _pets(config: Any) -> Film:
   from mbrl_jax.algorithms import pets  # pylint: disable=import-outside-toplevel
   parts = pets.make_parts(config)
-  return Film(parts.env, lambda state: pets.make_policy(state, config, parts),
-              config.trial_length)
+  return Film(parts.env, lambda state: state._replace(buffer=None),
+              lambda state: pets.make_policy(state, config, parts), config.trial_length)
 
 
 def _mbpo(config: Any, use_model: bool = True) -> Film:
@@ -64,10 +67,9 @@ def _mbpo(config: Any, use_model: bool = True) -> Film:
   from mbrl_jax.algorithms import mbpo  # pylint: disable=import-outside-toplevel
   parts = mbpo.make_parts(config, use_model=use_model)
 
-  def policy_of(state):
-    return acting.stateless(
-        lambda k, obs: parts.sac.act(state.sac.params, obs, k, deterministic=True))
-  return Film(parts.env, policy_of,
+  def policy_of(params):
+    return acting.stateless(lambda k, obs: parts.sac.act(params, obs, k, deterministic=True))
+  return Film(parts.env, lambda state: state.sac.params, policy_of,
               config.episode_length or envs.default_episode_length(config.env))
 
 
@@ -75,8 +77,8 @@ def _dreamer(config: Any) -> Film:
   from mbrl_jax import envs  # pylint: disable=import-outside-toplevel
   from mbrl_jax.algorithms import dreamer  # pylint: disable=import-outside-toplevel
   parts = dreamer.make_parts(config)
-  return Film(parts.env,
-              lambda state: dreamer.make_policy(parts, state.model_params, state.ac.actor, "eval"),
+  return Film(parts.env, lambda state: (state.model_params, state.ac.actor),
+              lambda p: dreamer.make_policy(parts, p[0], p[1], "eval"),
               envs.default_episode_length(config.env))
 
 
@@ -228,22 +230,28 @@ def write(path: pathlib.Path, images: np.ndarray, fps: int = 20) -> pathlib.Path
 
 @functools.lru_cache(maxsize=8)
 def _recorder(name: str, config: Any, max_steps: int | None):
-  """(env, jitted `record_state(state, key) -> Recording`), once per config."""
+  """(film, jitted `record_part(part, key) -> Recording`), once per config."""
   what = POLICIES[name][1](config)
   steps = max_steps or what.max_steps
-  return what.env, jax.jit(lambda state, key: record(what.env, what.policy_of(state), key, steps))
+  return what, jax.jit(lambda part, key: record(what.env, what.policy_of(part), key, steps))
 
 
-def film(name: str, config: Any, state: Any, path: pathlib.Path, *, key: jax.Array | None = None,
-         size: int = 128, max_steps: int | None = None, fps: int = 20) -> tuple[pathlib.Path, float]:
-  """Records one evaluation episode of algorithm `name`'s policy in `state` (one seed's, not
-  batched) and writes it to `path`. Returns (path, the episode's return). The recording is
-  compiled once per (name, config, max_steps): filming a run every few chunks compiles once."""
+def film(name: str, config: Any, state: Any, path: pathlib.Path, *, seed_index: int | None = None,
+         key: jax.Array | None = None, size: int = 128, max_steps: int | None = None,
+         fps: int = 20) -> tuple[pathlib.Path, float]:
+  """Records one evaluation episode of algorithm `name`'s policy in `state` and writes it to
+  `path`. `state` is one seed's, or a vmapped run's with `seed_index` naming the seed. Returns
+  (path, the episode's return). The recording is compiled once per (name, config,
+  max_steps): filming a run every few chunks compiles once."""
   if name not in POLICIES:
     raise ValueError(f"no video for algorithm {name!r}; available: {', '.join(POLICIES)}")
-  env, record_state = _recorder(name, config, max_steps)
-  recording = record_state(state, jax.random.key(0) if key is None else key)
-  return write(path, _render(env, recording, _renderer(env, size)), fps), float(recording.ret)
+  what, record_part = _recorder(name, config, max_steps)
+  part = what.select(state)
+  if seed_index is not None:
+    part = seed_slice(part, seed_index)
+  recording = record_part(part, jax.random.key(0) if key is None else key)
+  images = _render(what.env, recording, _renderer(what.env, size))
+  return write(path, images, fps), float(recording.ret)
 
 
 def seed_slice(state: Any, index: int = 0) -> Any:
@@ -280,8 +288,7 @@ def from_run_dir(run_dir: pathlib.Path, *, seed_index: int = 0, fmt: str = "gif"
   # Named after the last chunk the checkpoint holds, as --video names its files.
   after = f"{algorithm.unit}{step - 1}" if step > 0 else "init"
   path = run_dir / "videos" / f"{name}_{after}_seed{seeds[seed_index]}.{fmt}"
-  return film(name, config, seed_slice(state, seed_index), path, size=size,
-              max_steps=max_steps)
+  return film(name, config, state, path, seed_index=seed_index, size=size, max_steps=max_steps)
 
 
 def main(argv: list[str] | None = None) -> None:
