@@ -168,3 +168,19 @@ def test_an_episode_of_another_process_ends_truncated_and_a_recycled_one_raises(
   pool.step(handles[1:], obs[1:], actions[1:])          # takes episode 1's only env
   with pytest.raises(RuntimeError, match="lost its host env .*raise max_envs"):
     pool.step(handles[:1], obs[:1], actions[:1])
+
+
+def test_your_own_env_module_registers_its_env_and_reward_when_gymnasium_imports_it(
+    tmp_path, monkeypatch):
+  (tmp_path / "my_heavy_env.py").write_text(
+      "import gymnasium\n"
+      "from gymnasium.envs.classic_control.pendulum import PendulumEnv\n"
+      "from mbrl_jax.envs import pendulum, task_fns\n"
+      "gymnasium.register(id='HeavyPendulum-v0', entry_point=lambda: PendulumEnv(g=12.0),\n"
+      "                   max_episode_steps=150)\n"
+      "task_fns.register('gymnasium:my_heavy_env:HeavyPendulum-v0', pendulum.pendulum_reward)\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  name = "gymnasium:my_heavy_env:HeavyPendulum-v0"
+  config = pets.Config(env=name)                # gymnasium imports the module: both register
+  assert envs.default_episode_length(config.env) == 150
+  assert envs.get_task_fns(name).reward_fn is envs.pendulum.pendulum_reward
