@@ -5,11 +5,13 @@ per chunk.
   python experiments/dreamer.py --preset pendulum --seeds 3 --out runs/dreamer_pendulum
   python experiments/dreamer.py --preset pixels --out runs/dreamer_pixels
   python experiments/dreamer.py --preset pendulum --pixels --image-size 64 --help
+  python experiments/dreamer.py --preset quick --env gymnasium:Pendulum-v1 --video
 
 Writes DIR/config.json (the resolved config), DIR/metrics.jsonl (one row per seed and chunk:
 seed, chunk, env_steps, eval/return, train/return, model/... and actor_critic/... statistics,
-wall time), DIR/checkpoints/ (orbax) and DIR/learning_curve.png (evaluation return against env steps, mean and min-max
-over seeds).
+wall time), DIR/checkpoints/ (orbax), DIR/learning_curve.png (evaluation return against env
+steps, mean and min-max over seeds) and, with --video or --video-every N, DIR/videos/ (a GIF
+of one evaluation episode, see mbrl_jax.run.video).
 """
 
 from __future__ import annotations

@@ -5,13 +5,16 @@
   python experiments/mbpo.py --preset hopper --env-steps 30000 --rollout.rollouts-per-step 100
   python experiments/mbpo.py --help
 
+  python experiments/mbpo.py --preset quick --env gymnasium:Pendulum-v1 --video-every 5
+
   python experiments/mbpo.py --resume runs/mbpo_ip                    # after a crash or a kill
 
 Writes DIR/config.json (the resolved config), DIR/metrics.jsonl and .csv (one row per seed and
 epoch: seed, epoch, env_steps, eval/return = mean deterministic evaluation return over the
 evaluation episodes, train/return, model/..., rollout/... and sac/... statistics, wall time),
 DIR/learning_curve.png (eval/return against env steps, mean and min-max over seeds) and
-DIR/checkpoints/ (orbax).
+DIR/checkpoints/ (orbax) and, with --video or --video-every N, DIR/videos/ (a GIF of
+one evaluation episode, see mbrl_jax.run.video).
 """
 
 from __future__ import annotations

@@ -5,13 +5,16 @@
   python experiments/pets.py --env cartpole_swingup --planner.horizon 25 --trials 15 --help
   python experiments/pets.py planner.optimizer:icem-config --planner.optimizer.population 50
 
+  python experiments/pets.py --preset quick --env gymnasium:Pendulum-v1 --trials 9 --video
+
   python experiments/pets.py --resume runs/pets_notebook        # after a crash or a kill
 
 Writes DIR/config.json (the resolved config), DIR/metrics.jsonl and DIR/metrics.csv (one row
 per seed and trial: seed, trial, env_steps, train/return, model/... and planner/... statistics,
 wall time),
-DIR/learning_curve.png (mean and min-max over seeds) and DIR/checkpoints/ (orbax). Trial 0 is
-the random-action trial.
+DIR/learning_curve.png (mean and min-max over seeds), DIR/checkpoints/ (orbax) and, with --video
+or --video-every N, DIR/videos/ (a GIF of one evaluation episode, see mbrl_jax.run.video).
+Trial 0 is the random-action trial.
 """
 
 from __future__ import annotations

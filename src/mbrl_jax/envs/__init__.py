@@ -30,6 +30,7 @@ from mbrl_jax.envs.discrete import CartpoleV1
 from mbrl_jax.envs.discrete import Catch
 from mbrl_jax.envs.discrete import DISCRETE_ENVS
 from mbrl_jax.envs.discrete import num_actions
+from mbrl_jax.envs.gym_adapter import from_gymnasium
 from mbrl_jax.envs.maze import Maze
 from mbrl_jax.envs.pendulum import Pendulum
 from mbrl_jax.envs.pixels import PixelObservation
@@ -66,6 +67,7 @@ __all__ = [
     'batch_rollout',
     'default_episode_length',
     'discrete',
+    'from_gymnasium',
     'get_reward_fn',
     'get_task_fns',
     'get_termination_fn',

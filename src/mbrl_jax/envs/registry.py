@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from mbrl_jax.envs.cartpole import CartpoleContinuous, CartpoleSwingup
 from mbrl_jax import checks
 from mbrl_jax.envs.discrete import CartpoleV1, Catch, DISCRETE_ENVS
+from mbrl_jax.envs import gym_adapter
 from mbrl_jax.envs.pendulum import Pendulum
 
 
@@ -110,6 +111,8 @@ def continuous_names() -> tuple[str, ...]:
 def check_continuous_env(config: Any, field: str = 'env') -> None:
   """A config's env field names a registered env with continuous actions (one-line error)."""
   name = getattr(config, field)
+  if gym_adapter.is_gymnasium_name(name):  # "gymnasium:<id>": the adapter checks its spaces
+    return gym_adapter.check_name(config, field, continuous=True)
   if name in DISCRETE_ENVS:
     checks.fail(config, field, f'{name!r} has discrete actions; this algorithm needs '
                 f'continuous ones (discrete envs: {", ".join(DISCRETE_ENVS)}; '
@@ -119,6 +122,8 @@ def check_continuous_env(config: Any, field: str = 'env') -> None:
 
 def default_episode_length(name: str) -> int:
   """Episode length used by ``make(name)`` when none is given."""
+  if gym_adapter.is_gymnasium_name(name):  # the gymnasium spec's max_episode_steps
+    return gym_adapter.default_episode_length(name)
   _check_name(name)
   return DEFAULT_EPISODE_LENGTHS.get(name, BRAX_DEFAULT_EPISODE_LENGTH)
 
@@ -133,6 +138,8 @@ def _check_name(name: str) -> None:
 
 def make_unwrapped(name: str, **kwargs: Any) -> Env:
   """Constructs the bare env `name` (no time limit) with `make`'s defaults."""
+  if gym_adapter.is_gymnasium_name(name):  # "gymnasium:<id>": stepped on the host
+    return gym_adapter.from_gymnasium(name, **kwargs)
   _check_name(name)
   if name in _OURS:
     return _OURS[name](**kwargs)
@@ -151,7 +158,8 @@ def make(
   """Creates environment `name`, by default wrapped in a time limit.
 
   Args:
-    name: one of :func:`registered_names` (ours or any Brax env).
+    name: one of :func:`registered_names` (ours or any Brax env), or "gymnasium:<id>" for
+      a gymnasium env stepped on the host (:mod:`mbrl_jax.envs.gym_adapter`).
     episode_length: steps per episode for Brax's ``EpisodeWrapper``; default
       :func:`default_episode_length`; ``None`` for the bare env.
     action_repeat: Brax ``EpisodeWrapper`` action repeat (rewards are summed

@@ -17,6 +17,8 @@ Per-env formulas (primes are next_obs):
 * catch: r = +1 / -1 when the ball has landed in next_obs's bottom row under / not under
   the paddle, else 0; done = the ball has landed.
 * pendulum: r = -(th^2 + 0.1 thdot^2 + 0.001 (2 clip(a))^2) on the PRE-step obs.
+* gymnasium:Pendulum-v1 (the host env of :mod:`mbrl_jax.envs.gym_adapter`): pendulum's; the
+  adapter maps actions in [-1, 1] onto gymnasium's torque in [-2, 2], so a = u / 2 as ours.
 * inverted_pendulum (Brax): r = 1; done = |theta'| > 0.2 (obs[1] = hinge angle).
 * reacher (Brax): r = -|fingertip' - target'| - |a|^2, from next_obs[-3:] (the
   post-step tip-to-target vector; Brax computes it after the physics step).
@@ -30,6 +32,10 @@ Per-env formulas (primes are next_obs):
 
 With ``terminate_when_unhealthy=False`` hopper/walker2d get r's healthy term
 multiplied by healthy(next_obs) and never terminate, as in Brax.
+
+Your own env's functions: :func:`register` them under the env's name (e.g.
+``"gymnasium:MountainCarContinuous-v0"``) before a config naming it is built; then PETS plans
+with them and MBPO stops its model rollouts with the termination function.
 """
 
 from __future__ import annotations
@@ -242,7 +248,27 @@ _FACTORIES: dict[str, Callable[[Env], TaskFns]] = {
     'hopper': _hopper,
     'walker2d': _walker2d,
     'halfcheetah': _halfcheetah,
+    'gymnasium:Pendulum-v1': _pendulum,   # gymnasium's own, stepped on the host
 }
+
+
+def register(name: str, reward_fn: TaskFn, termination_fn: TaskFn | None = None) -> None:
+  """Registers reward and termination functions for env `name` (any name `make` accepts,
+  e.g. "gymnasium:MyEnv-v0"), so `get_task_fns(name)` and the algorithms that plan with the
+  known reward (PETS) or stop rollouts at termination (MBPO) take it.
+
+  Args:
+    name: the env's name.
+    reward_fn: ``reward_fn(obs, action, next_obs) -> float32 [...]`` (actions as the
+      algorithms see them: in [-1, 1] for a gymnasium Box env, see
+      :class:`mbrl_jax.envs.gym_adapter.GymnasiumEnv`).
+    termination_fn: likewise, 1.0 where next_obs ends the episode; None: never.
+
+  Example:
+    >>> register('gymnasium:Pendulum-v1', pendulum.pendulum_reward)   # what is built in
+  """
+  termination_fn = termination_fn or _never
+  _FACTORIES[name] = lambda env: TaskFns(reward_fn, termination_fn)
 
 
 def task_fn_names() -> tuple[str, ...]:

@@ -31,6 +31,7 @@ from mbrl_jax.run.devices import seed_mesh, shard_seeds
 from mbrl_jax.run.loop import train
 from mbrl_jax.run.metrics import MetricsWriter
 from mbrl_jax.run.plot import plot_learning_curves
+from mbrl_jax.run import video as video_lib
 
 C = TypeVar("C")
 
@@ -62,10 +63,17 @@ class RunArgs(Generic[C]):
   Other options may be given too (the original command with --resume DIR added), but must match
   the saved run; --distributed is the one that may differ. The finished run equals an
   uninterrupted one."""
+  video: bool = False
+  """After the run, film one evaluation episode of the final policy (seed 0) into
+  OUT/videos/ (rendered after the compiled chunks, see mbrl_jax.run.video)."""
+  video_every: int = 0
+  """Also film the policy after every N-th chunk (0: never)."""
+  video_format: str = "gif"
+  """gif, or mp4 (needs imageio-ffmpeg)."""
 
 
 # Options that are not part of a run's identity: a resumed run may give them differently.
-_PER_LAUNCH = ("distributed", "resume", "out")
+_PER_LAUNCH = ("distributed", "resume", "out", "video", "video-every", "video-format")
 
 
 def parse(argv: list[str], *, config_cls: type[C], presets: dict[str, C], default_preset: str,
@@ -83,7 +91,8 @@ def parse(argv: list[str], *, config_cls: type[C], presets: dict[str, C], defaul
     saved = saved_args(known.resume, config_cls)
     here = _cli(config_cls, saved, argv, description)
     _check_same_run(here, saved)
-    return dataclasses.replace(saved, distributed=here.distributed)
+    return dataclasses.replace(saved, distributed=here.distributed, video=here.video,
+                               video_every=here.video_every, video_format=here.video_format)
   if known.preset not in presets:
     raise SystemExit(f"error: unknown preset {known.preset!r}; valid: {', '.join(presets)}")
   default = RunArgs(config=presets[known.preset], preset=known.preset)
@@ -298,8 +307,26 @@ class Run:
     print(f"{header} {what}", flush=True)
     progress = self.progress(total=algorithm.num_chunks, desc=title, index=unit,
                              line_fn=line_fn)
+    videos: list[str] = []
+    every = self.args.video_every
+
+    def film(i: int, state: Any) -> None:
+      path = self.out / "videos" / f"{algorithm.name}_{unit}{i}.{self.args.video_format}"
+      path, ret = video_lib.film(algorithm.name, algorithm.config, state, path, seed_index=0)
+      videos.append(str(path))
+      if self.bar is not None:
+        self.bar.write(f"{unit} {i}: filmed an evaluation episode (seed {self.seeds[0]}, "
+                       f"return {ret:.1f}) -> {path}")
+
+    state_fn = None
+    if every:
+      state_fn = lambda i, state: film(i, state) if (i + 1) % every == 0 else None
     try:
-      _, history = train(algorithm, self.keys, progress_fn=progress, **self.train_kwargs)
+      state, history = train(algorithm, self.keys, progress_fn=progress, state_fn=state_fn,
+                             **self.train_kwargs)
+      last = algorithm.num_chunks - 1
+      if self.args.video and not (every and (last + 1) % every == 0):
+        film(last, state)
     except (CheckpointError, FloatingPointError) as e:
       raise SystemExit(f"error: {e}") from None
     finally:
@@ -307,6 +334,8 @@ class Run:
     png = plot_learning_curves([self.out], self.out / "learning_curve.png", x=x, y=y,
                                title=f"{title} ({self.args.preset})")
     print(f"wrote {self.writer.jsonl}, {self.writer.csv}, {self.out / 'config.json'}, {png}")
+    if videos:
+      print("videos: " + ", ".join(videos))
     return history
 
   def close(self) -> None:
@@ -338,6 +367,17 @@ def start(args: RunArgs, *, name: str, validate: Callable[[Any], None] | None = 
                      f"{args.seed}")
   if args.checkpoint_every < 1:
     raise SystemExit(f"error: --checkpoint-every must be >= 1, got {args.checkpoint_every}")
+  if args.video_every < 0:
+    raise SystemExit(f"error: --video-every must be >= 0, got {args.video_every}")
+  if args.video_format not in video_lib.FORMATS:
+    raise SystemExit(f"error: --video-format must be one of {', '.join(video_lib.FORMATS)}, "
+                     f"got {args.video_format!r}")
+  if args.video_format == "mp4" and not video_lib.can_write_mp4():
+    raise SystemExit("error: --video-format mp4 needs imageio-ffmpeg (pip install "
+                     "imageio-ffmpeg); --video-format gif needs nothing more")
+  if (args.video or args.video_every) and name not in video_lib.POLICIES:
+    raise SystemExit(f"error: --video: no video for {name} yet (available: "
+                     f"{', '.join(video_lib.POLICIES)})")
   try:
     if validate is not None:
       validate(args.config)

@@ -64,6 +64,7 @@ def run_chunks(
     checkpoint_every: int = 1,
     check_fn: Callable[[dict], str | None] | None = None,
     progress_fn: Callable[[int, dict], Any] | None = None,
+    state_fn: Callable[[int, Any], Any] | None = None,
 ) -> tuple[Any, History]:
   """Calls the compiled `step` for chunks start..stop-1.
 
@@ -71,7 +72,8 @@ def run_chunks(
   which stops the run with FloatingPointError (naming the chunk, the component and the last
   good checkpoint, which is kept); the metrics join `history`; `progress_fn(i, metrics)` runs;
   every `checkpoint_every` chunks and after the last one, the state is checkpointed as step
-  i + 1 with the history.
+  i + 1 with the history; then `state_fn(i, state)` runs (e.g. filming the policy), before the
+  next chunk is given the state (donated).
   """
   last_saved = checkpointer.latest_step() if checkpointer is not None else None
   for i in range(start, stop):
@@ -89,6 +91,8 @@ def run_chunks(
     if checkpointer is not None and ((i + 1 - start) % checkpoint_every == 0 or i + 1 == stop):
       checkpointer.save(i + 1, state, extra={"history": history.to_json()})
       last_saved = i + 1
+    if state_fn is not None:
+      state_fn(i, state)
   return state, history
 
 
@@ -141,6 +145,7 @@ def train(
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 1,
     resume: bool = False,
+    state_fn: Callable[[int, Any], Any] | None = None,
 ) -> tuple[Any, dict[str, np.ndarray]]:
   """Runs any algorithm: init, then its compiled chunks, seeds vmapped, with checkpoints.
 
@@ -158,6 +163,9 @@ def train(
     resume: continue from the latest checkpoint in `checkpoint_dir`, which must have been
       written by the same algorithm, config and keys (fresh start if there is none); the
       result equals an uninterrupted run's.
+    state_fn: called after every compiled chunk as `state_fn(i, state)` with the state (seed
+      axis first when batched), before the next chunk takes it; for work on the state outside
+      the compiled loop, such as recording a video of the policy.
 
   Returns:
     The final state and the history, {metric: [num_chunks, (S)]}.
@@ -209,5 +217,6 @@ def train(
   state, history = run_chunks(
       step, state, start=start, stop=algorithm.num_chunks, history=history, name=name,
       unit=unit, checkpointer=checkpointer, checkpoint_every=checkpoint_every,
-      check_fn=lambda m: describe_nonfinite(m, algorithm.nonfinite), progress_fn=progress_fn)
+      check_fn=lambda m: describe_nonfinite(m, algorithm.nonfinite), progress_fn=progress_fn,
+      state_fn=state_fn)
   return state, history.stacked()
