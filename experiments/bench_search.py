@@ -6,7 +6,11 @@ batch sizes 1, 64 and 1024, with two models:
 * "mlp": a MuZero-sized learned model with random parameters, through a `recurrent_fn`: a
   dynamics MLP (latent + one-hot action -> next latent, reward) and a prediction MLP
   (latent -> policy logits, value), `hidden` units per layer, two hidden layers each, a
-  `latent`-wide embedding; the root's latent is a representation MLP of the obs.
+  `latent`-wide embedding; the root's latent is a representation MLP of the obs;
+* "muzero": `mbrl_jax.algorithms.muzero`'s own networks and `learned_model_fns` (the
+  recurrent_fn MuZero acts with: min-max scaled latents, a separate reward head, categorical
+  value and reward heads over 41 bins decoded through the h-transform), `hidden` units, two
+  hidden layers, a `latent`-wide latent, random parameters.
 
 Each subject is one jitted `plan` on B roots (MuZero search, `num_simulations` per root);
 the calls are timed round-robin in one window (`benchlib.interleaved_medians`).
@@ -33,6 +37,7 @@ import tyro
 
 import benchlib
 from mbrl_jax import envs, planning
+from mbrl_jax.algorithms import muzero
 from mbrl_jax.models.networks import ACTIVATIONS, MLP
 
 
@@ -108,6 +113,15 @@ def main(args: Args) -> list[dict]:
                                                             args.hidden, args.latent)
   learned = planning.make_mcts(recurrent_fn=recurrent_fn, root_fn=root_fn, num_actions=A,
                                num_simulations=S)
+  mz_config = muzero.Config(env="cartpole_v1", num_simulations=S, latent_size=args.latent,
+                            hidden_sizes=(args.hidden, args.hidden), support_max=10.0,
+                            support_bins=41)
+  mz_nets = muzero.make_nets(mz_config, env.observation_size, A)
+  mz_recurrent, mz_root = muzero.learned_model_fns(
+      mz_nets, muzero.Support(mz_config.support_max, mz_config.support_bins))
+  mz_search = planning.make_mcts(recurrent_fn=mz_recurrent, root_fn=mz_root, num_actions=A,
+                                 num_simulations=S, discount=0.99)
+  mz_params = mz_nets.init(jax.random.key(3))
   subjects, meta = {}, {}
   for batch in args.batches:
     roots = jax.vmap(lambda k: env.reset(k).obs)(jax.random.split(jax.random.key(1), batch))
@@ -115,8 +129,11 @@ def main(args: Args) -> list[dict]:
     subjects[f"true/B{batch}"] = (jax.jit(lambda k, r: true.plan(None, k, r)[0]), (key, roots))
     subjects[f"mlp/B{batch}"] = (jax.jit(lambda p, k, r: learned.plan(p, k, r)[0]),
                                  (params, key, roots))
+    subjects[f"muzero/B{batch}"] = (jax.jit(lambda p, k, r: mz_search.plan(p, k, r)[0]),
+                                    (mz_params, key, roots))
     meta[f"true/B{batch}"] = ("true", batch)
     meta[f"mlp/B{batch}"] = ("mlp", batch)
+    meta[f"muzero/B{batch}"] = ("muzero", batch)
   rows_for_ceiling = max(args.batches)
   seconds, ceiling = benchlib.time_against_matmul(subjects, rows=rows_for_ceiling,
                                                   width=args.hidden, repeats=args.repeats)

@@ -18,22 +18,28 @@ from tests.conftest import count_compilations
 
 
 def test_h_transform_round_trip_and_two_hot_targets_by_hand():
+  support = muzero.Support(max=1.0, bins=21)                  # bins -1.0, -0.9, ..., 1.0
+  inside = jnp.array([-2.0, -0.3, 0.0, 0.7, 2.5])
+
+  @jax.jit
+  def compute(x, targets):
+    h = rlax.signed_hyperbolic(x)
+    back = support.to_scalar(jnp.log(support.to_probs(inside) + 1e-12))
+    return h, rlax.signed_parabolic(h), support.to_probs(targets), back
+
   x = jnp.array([-300.0, -3.0, -0.5, 0.0, 0.5, 3.0, 99.0])
-  h = rlax.signed_hyperbolic(x)
+  quarter = float(rlax.signed_parabolic(jnp.float32(0.25)))
+  h, round_trip, probs, back = compute(x, jnp.array([0.0, quarter, 3.0, -5.0]))
   # h(3) = sqrt(4) - 1 + 0.001 * 3 = 1.003
   np.testing.assert_allclose(float(h[5]), 1.003, rtol=1e-6)
-  np.testing.assert_allclose(rlax.signed_parabolic(h), x, rtol=1e-4, atol=1e-4)
-  support = muzero.Support(max=1.0, bins=21)                  # bins -1.0, -0.9, ..., 1.0
-  probs = support.to_probs(jnp.array([0.0, float(rlax.signed_parabolic(0.25)), 3.0, -5.0]))
+  np.testing.assert_allclose(round_trip, x, rtol=1e-4, atol=1e-4)
   expected = np.zeros((4, 21))
   expected[0, 10] = 1.0                                       # h = 0: the middle bin
   expected[1, 12] = expected[1, 13] = 0.5                     # h = 0.25: halfway 0.2 / 0.3
   expected[2, 20] = 1.0                                       # h = 1.003 clipped to 1
   expected[3, 0] = 1.0                                        # h < -1 clipped to -1
-  np.testing.assert_allclose(probs, expected, atol=1e-3)   # float32 h(h^-1(0.25))
+  np.testing.assert_allclose(probs, expected, atol=1e-3)      # float32 h(h^-1(0.25))
   # Logits that put the two-hot mass back give the scalar back (inside the support).
-  inside = jnp.array([-2.0, -0.3, 0.0, 0.7, 2.5])
-  back = support.to_scalar(jnp.log(support.to_probs(inside) + 1e-12))
   np.testing.assert_allclose(back, inside, rtol=1e-3, atol=1e-3)
 
 
@@ -69,7 +75,7 @@ def test_make_targets_zero_after_termination_and_mask_the_policy():
       policy=jnp.full((4, 3), 1 / 3), value=jnp.array([2., 4., 8., 8.]),
       is_first=jnp.array([False, False, True, False]),
       terminated=jnp.array([0., 1., 0., 0.]), truncated=jnp.zeros(4))
-  t = muzero.make_targets(w, config)
+  t = jax.jit(muzero.make_targets, static_argnums=1)(w, config)
   np.testing.assert_allclose(t.value, [0 + 0.5 * 4, 1.0, 0.0])  # position 2: absorbed
   np.testing.assert_allclose(t.value_weight, [1, 1, 1])
   np.testing.assert_allclose(t.reward, [0.0, 1.0])
@@ -81,15 +87,22 @@ def test_unroll_halves_the_gradient_into_each_dynamics_step():
   dynamics = lambda params, s, a: (3.0 * s, jnp.zeros(s.shape[:-1] + (5,)))
   latent0 = jnp.array([[1.0, -2.0]])
   actions = jnp.zeros((1, 3), jnp.int32)
-  latents, rewards = muzero.unroll(dynamics, None, latent0, actions)
+
+  @jax.jit
+  def compute(s):
+    latents, rewards = muzero.unroll(dynamics, None, s, actions)
+    grads = [jax.grad(lambda z, k=k: muzero.unroll(dynamics, None, z, actions)[0][k].sum())(s)
+             for k in range(4)]
+    hook = jax.grad(lambda x: jnp.sum(muzero.scale_gradient(x, 0.5) * jnp.array([2.0, 4.0])))(
+        jnp.ones(2))
+    return latents, rewards, grads, hook
+
+  latents, rewards, grads, hook = compute(latent0)
   assert len(latents) == 4 and len(rewards) == 3
   for k in range(4):
     np.testing.assert_allclose(latents[k], 3.0 ** k * latent0)
-    grad = jax.grad(lambda s: muzero.unroll(dynamics, None, s, actions)[0][k].sum())(latent0)
-    np.testing.assert_allclose(grad, np.full((1, 2), 1.5 ** k), rtol=1e-6)
-  g = jax.grad(lambda x: jnp.sum(muzero.scale_gradient(x, 0.5) * jnp.array([2.0, 4.0])))(
-      jnp.ones(2))
-  np.testing.assert_allclose(g, [1.0, 2.0])
+    np.testing.assert_allclose(grads[k], np.full((1, 2), 1.5 ** k), rtol=1e-6)
+  np.testing.assert_allclose(hook, [1.0, 2.0])
 
 
 # AlphaZero on Catch: the true model with a learned prior and value. With 8 simulations a
