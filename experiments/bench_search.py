@@ -20,6 +20,12 @@ pass per simulation) is reported against the matrix-multiply rate measured in th
 
   python experiments/bench_search.py --out results/bench_search.json
   python experiments/bench_search.py --quick            # tiny sizes (the test)
+  python experiments/bench_search.py --learning --out results/muzero_learning.json
+
+`--learning` instead trains MuZero (`algorithms.muzero`, preset `--learning-preset`, default
+catch) on `--learning-seeds` seeds vmapped and writes the eval-return curves as JSON (OUT)
+and a PNG beside it (OUT with .png): {preset, env_steps [chunks], eval_return [chunks,
+seeds], wall_s, machine...}.
 
 Rows: {name, model, batch, num_simulations, ms_per_plan, sims_per_s, hidden, latent,
 gflops (mlp), matmul_gflops, machine, device, jax}.
@@ -28,6 +34,7 @@ gflops (mlp), matmul_gflops, machine, device, jax}.
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 
 import jax
@@ -57,6 +64,59 @@ class Args:
   """Timed calls per subject (median)."""
   quick: bool = False
   """Tiny sizes: 4 simulations, hidden 16, latent 8, 1 repeat (batches as given, at most 4)."""
+  learning: bool = False
+  """Train MuZero instead and write its learning curves (see above)."""
+  learning_preset: str = "catch"
+  """algorithms.muzero preset for --learning."""
+  learning_seeds: int = 3
+  """Seeds, vmapped, for --learning."""
+  learning_env_steps: int = 0
+  """Env steps for --learning (0: the preset's)."""
+
+
+def learning(args: Args) -> dict:
+  """MuZero learning curves of `learning_seeds` seeds vmapped: JSON at args.out, PNG beside."""
+  import time
+
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+
+  from mbrl_jax import run
+
+  if args.learning_preset not in muzero.PRESETS:
+    raise SystemExit(f"error: --learning-preset must be one of {', '.join(muzero.PRESETS)}, "
+                     f"got {args.learning_preset!r}")
+  if args.learning_seeds < 1:
+    raise SystemExit(f"error: --learning-seeds must be >= 1, got {args.learning_seeds}")
+  config = muzero.PRESETS[args.learning_preset]
+  if args.learning_env_steps:
+    config = dataclasses.replace(config, env_steps=args.learning_env_steps)
+  keys = jnp.stack([jax.random.key(s) for s in range(args.learning_seeds)])
+  start = time.perf_counter()
+  _, history = run.train(muzero.make(config), keys)
+  wall = time.perf_counter() - start
+  steps = history["env_steps"][:, 0]
+  result = dict(preset=args.learning_preset, algo=config.algo, env=config.env,
+                env_steps=steps.tolist(), eval_return=history["eval/return"].tolist(),
+                wall_s=wall, **benchlib.machine_info())
+  print(f"{config.algo} {args.learning_preset}: {args.learning_seeds} seeds, {wall:.0f} s")
+  for t, r in zip(steps, history["eval/return"]):
+    print(f"  {int(t):7d} env steps: eval return " + " ".join(f"{v:7.2f}" for v in r)
+          + f"  mean {np.mean(r):.2f}")
+  if args.out is not None:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for s in range(args.learning_seeds):
+      ax.plot(steps, history["eval/return"][:, s], marker="o", label=f"seed {s}")
+    ax.set(xlabel="env steps", ylabel="eval return",
+           title=f"{config.algo} {args.learning_preset} ({config.num_simulations} sims)")
+    ax.legend()
+    fig.savefig(args.out.with_suffix(".png"), dpi=100, bbox_inches="tight")
+    print(f"wrote {args.out}, {args.out.with_suffix('.png')}")
+  return result
 
 
 def _mlp_model(obs_size: int, num_actions: int, hidden: int, latent: int):
@@ -96,6 +156,8 @@ def _mlp_model(obs_size: int, num_actions: int, hidden: int, latent: int):
 
 
 def main(args: Args) -> list[dict]:
+  if args.learning:
+    return [learning(args)]
   if args.quick:
     args = dataclasses.replace(args, batches=tuple(sorted({min(b, 4) for b in args.batches})),
                                num_simulations=4, hidden=16, latent=8,
