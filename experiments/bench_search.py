@@ -6,7 +6,11 @@ batch sizes 1, 64 and 1024, with two models:
 * "mlp": a MuZero-sized learned model with random parameters, through a `recurrent_fn`: a
   dynamics MLP (latent + one-hot action -> next latent, reward) and a prediction MLP
   (latent -> policy logits, value), `hidden` units per layer, two hidden layers each, a
-  `latent`-wide embedding; the root's latent is a representation MLP of the obs.
+  `latent`-wide embedding; the root's latent is a representation MLP of the obs;
+* "muzero": `mbrl_jax.algorithms.muzero`'s own networks and `learned_model_fns` (the
+  recurrent_fn MuZero acts with: min-max scaled latents, a separate reward head, categorical
+  value and reward heads over 41 bins decoded through the h-transform), `hidden` units, two
+  hidden layers, a `latent`-wide latent, random parameters.
 
 Each subject is one jitted `plan` on B roots (MuZero search, `num_simulations` per root);
 the calls are timed round-robin in one window (`benchlib.interleaved_medians`).
@@ -16,6 +20,12 @@ pass per simulation) is reported against the matrix-multiply rate measured in th
 
   python experiments/bench_search.py --out results/bench_search.json
   python experiments/bench_search.py --quick            # tiny sizes (the test)
+  python experiments/bench_search.py --learning --out results/muzero_learning.json
+
+`--learning` instead trains MuZero (`algorithms.muzero`, preset `--learning-preset`, default
+catch) on `--learning-seeds` seeds vmapped and writes the eval-return curves as JSON (OUT)
+and a PNG beside it (OUT with .png): {preset, env_steps [chunks], eval_return [chunks,
+seeds], wall_s, machine...}.
 
 Rows: {name, model, batch, num_simulations, ms_per_plan, sims_per_s, hidden, latent,
 gflops (mlp), matmul_gflops, machine, device, jax}.
@@ -24,6 +34,7 @@ gflops (mlp), matmul_gflops, machine, device, jax}.
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 
 import jax
@@ -33,6 +44,7 @@ import tyro
 
 import benchlib
 from mbrl_jax import envs, planning
+from mbrl_jax.algorithms import muzero
 from mbrl_jax.models.networks import ACTIVATIONS, MLP
 
 
@@ -52,6 +64,59 @@ class Args:
   """Timed calls per subject (median)."""
   quick: bool = False
   """Tiny sizes: 4 simulations, hidden 16, latent 8, 1 repeat (batches as given, at most 4)."""
+  learning: bool = False
+  """Train MuZero instead and write its learning curves (see above)."""
+  learning_preset: str = "catch"
+  """algorithms.muzero preset for --learning."""
+  learning_seeds: int = 3
+  """Seeds, vmapped, for --learning."""
+  learning_env_steps: int = 0
+  """Env steps for --learning (0: the preset's)."""
+
+
+def learning(args: Args) -> dict:
+  """MuZero learning curves of `learning_seeds` seeds vmapped: JSON at args.out, PNG beside."""
+  import time
+
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+
+  from mbrl_jax import run
+
+  if args.learning_preset not in muzero.PRESETS:
+    raise SystemExit(f"error: --learning-preset must be one of {', '.join(muzero.PRESETS)}, "
+                     f"got {args.learning_preset!r}")
+  if args.learning_seeds < 1:
+    raise SystemExit(f"error: --learning-seeds must be >= 1, got {args.learning_seeds}")
+  config = muzero.PRESETS[args.learning_preset]
+  if args.learning_env_steps:
+    config = dataclasses.replace(config, env_steps=args.learning_env_steps)
+  keys = jnp.stack([jax.random.key(s) for s in range(args.learning_seeds)])
+  start = time.perf_counter()
+  _, history = run.train(muzero.make(config), keys)
+  wall = time.perf_counter() - start
+  steps = history["env_steps"][:, 0]
+  result = dict(preset=args.learning_preset, algo=config.algo, env=config.env,
+                env_steps=steps.tolist(), eval_return=history["eval/return"].tolist(),
+                wall_s=wall, **benchlib.machine_info())
+  print(f"{config.algo} {args.learning_preset}: {args.learning_seeds} seeds, {wall:.0f} s")
+  for t, r in zip(steps, history["eval/return"]):
+    print(f"  {int(t):7d} env steps: eval return " + " ".join(f"{v:7.2f}" for v in r)
+          + f"  mean {np.mean(r):.2f}")
+  if args.out is not None:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for s in range(args.learning_seeds):
+      ax.plot(steps, history["eval/return"][:, s], marker="o", label=f"seed {s}")
+    ax.set(xlabel="env steps", ylabel="eval return",
+           title=f"{config.algo} {args.learning_preset} ({config.num_simulations} sims)")
+    ax.legend()
+    fig.savefig(args.out.with_suffix(".png"), dpi=100, bbox_inches="tight")
+    print(f"wrote {args.out}, {args.out.with_suffix('.png')}")
+  return result
 
 
 def _mlp_model(obs_size: int, num_actions: int, hidden: int, latent: int):
@@ -91,6 +156,8 @@ def _mlp_model(obs_size: int, num_actions: int, hidden: int, latent: int):
 
 
 def main(args: Args) -> list[dict]:
+  if args.learning:
+    return [learning(args)]
   if args.quick:
     args = dataclasses.replace(args, batches=tuple(sorted({min(b, 4) for b in args.batches})),
                                num_simulations=4, hidden=16, latent=8,
@@ -108,6 +175,15 @@ def main(args: Args) -> list[dict]:
                                                             args.hidden, args.latent)
   learned = planning.make_mcts(recurrent_fn=recurrent_fn, root_fn=root_fn, num_actions=A,
                                num_simulations=S)
+  mz_config = muzero.Config(env="cartpole_v1", num_simulations=S, latent_size=args.latent,
+                            hidden_sizes=(args.hidden, args.hidden), support_max=10.0,
+                            support_bins=41)
+  mz_nets = muzero.make_nets(mz_config, env.observation_size, A)
+  mz_recurrent, mz_root = muzero.learned_model_fns(
+      mz_nets, muzero.Support(mz_config.support_max, mz_config.support_bins))
+  mz_search = planning.make_mcts(recurrent_fn=mz_recurrent, root_fn=mz_root, num_actions=A,
+                                 num_simulations=S, discount=0.99)
+  mz_params = mz_nets.init(jax.random.key(3))
   subjects, meta = {}, {}
   for batch in args.batches:
     roots = jax.vmap(lambda k: env.reset(k).obs)(jax.random.split(jax.random.key(1), batch))
@@ -115,8 +191,11 @@ def main(args: Args) -> list[dict]:
     subjects[f"true/B{batch}"] = (jax.jit(lambda k, r: true.plan(None, k, r)[0]), (key, roots))
     subjects[f"mlp/B{batch}"] = (jax.jit(lambda p, k, r: learned.plan(p, k, r)[0]),
                                  (params, key, roots))
+    subjects[f"muzero/B{batch}"] = (jax.jit(lambda p, k, r: mz_search.plan(p, k, r)[0]),
+                                    (mz_params, key, roots))
     meta[f"true/B{batch}"] = ("true", batch)
     meta[f"mlp/B{batch}"] = ("mlp", batch)
+    meta[f"muzero/B{batch}"] = ("muzero", batch)
   rows_for_ceiling = max(args.batches)
   seconds, ceiling = benchlib.time_against_matmul(subjects, rows=rows_for_ceiling,
                                                   width=args.hidden, repeats=args.repeats)

@@ -13,7 +13,7 @@ Envs: cartpole_v1, catch (mbrl_jax.envs.discrete) and maze_dyna, maze_blocking,
 maze_shortcut (mbrl_jax.envs.maze, initial walls). Writes DIR/config.json, DIR/metrics.jsonl
 and DIR/metrics.csv (one row per seed and episode: train/return, train/episode_length,
 search/root_value, search/chosen_visits, wall time), DIR/learning_curve.png and
-DIR/checkpoints/. AlphaZero / MuZero learning is not here yet.
+DIR/checkpoints/. Learning (AlphaZero, MuZero) is experiments/muzero.py.
 """
 
 from __future__ import annotations
