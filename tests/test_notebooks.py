@@ -35,7 +35,10 @@ TINY: dict[str, dict] = {
                           DEEP_VARIANTS=("Deep Dyna",)),
     "control.ipynb": dict(PLAN_ITERATIONS=5, MPC_HORIZON=10, MPC_ITERATIONS=3, EPISODE_LENGTH=40,
                           PILCO_PRESET="quick", PILCO_OVERRIDES=dict(trials=1)),
-    "search.ipynb": dict(NUM_SIMULATIONS=16, ZERO_VALUE_SIMULATIONS=16, MAX_STEPS=20),
+    "search.ipynb": dict(NUM_SIMULATIONS=16, ZERO_VALUE_SIMULATIONS=16, MAX_STEPS=20,
+                         MUZERO_ENV_STEPS=256, MUZERO_STEPS_PER_CHUNK=128,
+                         MUZERO_SIMULATIONS=2, MUZERO_UNROLL=2, MUZERO_HIDDEN=16,
+                         MUZERO_SEEDS=1),
     "mbpo.ipynb": dict(RANDOM_STEPS=200, MEMBERS=3, ELITES=2, HIDDEN=(16, 16), FIT_EPOCHS=3,
                        FIT_BATCH=16, SAC_HIDDEN=(16, 16), SAC_BATCH=16, SAC_UPDATES=20,
                        ROLLOUT_LENGTH=3, MAX_LENGTH=5, NUM_ROLLOUTS=20, TRAJ_LENGTH=20,
@@ -180,6 +183,12 @@ def test_notebook_runs(path, kernel_name, tmp_path):
     result = json.loads(match.group(1))
     # MCTS on the true maze model with the optimal leaf value walks the 14-step shortest path.
     assert result["reached"] and result["steps"] == 14, result
+    match = re.search(r"^MUZERO_JSON (.*)$", out, re.M)
+    assert match, f"search.ipynb printed no MUZERO_JSON line; stdout:\n{out[-2000:]}"
+    muzero = json.loads(match.group(1))
+    assert muzero["env_steps"] == [128, 256], muzero
+    assert all(-1 <= r <= 1 for r in muzero["eval_return"]), muzero   # Catch: +-1 per episode
+    assert all(math.isfinite(v) for v in muzero["loss"]), muzero
   if path.name == "mbpo.ipynb":
     match = re.search(r"^MBPO_JSON (.*)$", out, re.M)
     assert match, f"mbpo.ipynb printed no MBPO_JSON line; stdout:\n{out[-2000:]}"
