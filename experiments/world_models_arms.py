@@ -6,6 +6,8 @@ trained, not in V's or M's fit, and init (the costly part on a CPU) runs once.
 
   python experiments/world_models_arms.py --source runs/wm_real --out results/wm_arms.json \\
       --arms dream:0.1 dream:1.0 dream:1.15 v_only --generations 50
+  python experiments/world_models_arms.py --source runs/wm_real --arms real --continue-es \\
+      --generations 100 --out results/wm_real_more.json      # 100 more generations of C
 
 Arms: "dream:TAU" (V + M + C trained inside M at temperature TAU), "real" (V + M + C in the
 real env), "v_only" (C on z alone, real env), "dream_v_only:TAU". Prints each arm's
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--generations", type=int, default=50)
   parser.add_argument("--final-episodes", type=int, default=wm_script.FINAL_EPISODES)
   parser.add_argument("--out", type=pathlib.Path, default=None)
+  parser.add_argument("--continue-es", action="store_true",
+                      help="start each arm from the source's CMA-ES state (its controller must "
+                           "have the same inputs) instead of a fresh one: more generations of a "
+                           "finished run")
   args = parser.parse_args(argv)
   if args.generations < 1 or args.final_episodes < 1:
     raise SystemExit("error: --generations and --final-episodes must be >= 1")
@@ -91,8 +97,15 @@ def main(argv: list[str] | None = None) -> dict:
     parts = wm.make_parts(config)
     arm_keys = jax.vmap(lambda k: jax.random.fold_in(k, 7))(keys)
     es_keys = jax.vmap(lambda k: jax.random.fold_in(k, 8))(keys)
+    if args.continue_es:
+      if config.controller_size != saved.config.controller_size:
+        raise SystemExit(f"error: --continue-es: arm {arm!r} has {config.controller_size} "
+                         f"controller inputs, the source {saved.config.controller_size}")
+      es_state = source.es
+    else:
+      es_state = jax.vmap(lambda k: wm.init_es(parts, k))(es_keys)
     state = source._replace(
-        es=jax.vmap(lambda k: wm.init_es(parts, k))(es_keys), key=arm_keys,
+        es=es_state, key=arm_keys,
         generation=source.generation * 0,
         env_steps=source.env_steps * 0 + config.random_episodes * config.episode_length)
     step = jax.jit(jax.vmap(wm.make(config).step))

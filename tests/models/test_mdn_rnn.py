@@ -77,17 +77,18 @@ def test_temperature_two_is_flatter_weights_and_wider_components(samples):
 
 def test_unroll_is_steps_and_loss_is_the_nll():
   mdn = mdn_lib.make_mdn_rnn(3, 1, config=mdn_lib.MDNConfig(hidden=5, mixtures=2))
-  params = mdn.init(jax.random.key(0))
+  params = jax.jit(mdn.init)(jax.random.key(0))
   z = jax.random.normal(jax.random.key(1), (2, 5, 3))
   a = jax.random.uniform(jax.random.key(2), (2, 4, 1), minval=-1, maxval=1)
   reward = jax.random.normal(jax.random.key(3), (2, 4))
   hs, out = jax.jit(mdn.unroll)(params, z[:, :-1], a)
   state = mdn.initial_state((2,))
+  step = jax.jit(mdn.step)
   for t in range(4):
-    state, o = mdn.step(params, state, z[:, t], a[:, t])
+    state, o = step(params, state, z[:, t], a[:, t])
     np.testing.assert_allclose(hs[:, t], state.h, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out.mean[:, t], o.mean, rtol=1e-5, atol=1e-6)
-  loss, metrics = mdn.loss(params, z, a, reward, jnp.zeros((2, 4)))
+  loss, metrics = jax.jit(mdn.loss)(params, z, a, reward, jnp.zeros((2, 4)))
   nll = -np.mean(np.asarray(mdn_lib.log_prob(out, z[:, 1:]))) / 3
   mse = np.mean((np.asarray(out.reward) - np.asarray(reward)) ** 2)
   bce = np.mean(np.logaddexp(0.0, np.asarray(out.done_logit)))

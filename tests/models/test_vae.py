@@ -13,7 +13,7 @@ from mbrl_jax.models import vae as vae_lib
 @pytest.fixture(scope="module")
 def tiny():
   vae = vae_lib.make_vae((8, 8, 3), config=vae_lib.VAEConfig(latent=3, depth=2))
-  params = vae.init(jax.random.key(0))
+  params = jax.jit(vae.init)(jax.random.key(0))
   frames = jax.random.randint(jax.random.key(1), (4, 8, 8, 3), 0, 256).astype(jnp.uint8)
   return vae, params, frames
 
@@ -34,9 +34,9 @@ def test_loss_is_recon_plus_kl_with_the_same_sample(tiny):
   vae, params, frames = tiny
   key = jax.random.key(2)
   loss, metrics = jax.jit(vae.loss)(params, key, frames)
-  mean, log_std = vae.encode(params, frames)
+  mean, log_std = jax.jit(vae.encode)(params, frames)
   z = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
-  recon = np.sum((np.asarray(vae.decode(params, z)) - np.asarray(frames) / 255.0) ** 2,
+  recon = np.sum((np.asarray(jax.jit(vae.decode)(params, z)) - np.asarray(frames) / 255.0) ** 2,
                  axis=(1, 2, 3)).mean()
   std = np.exp(np.asarray(log_std))
   kl = (0.5 * (np.asarray(mean) ** 2 + std ** 2 - 1) - np.log(std)).sum(-1).mean()
@@ -46,7 +46,7 @@ def test_loss_is_recon_plus_kl_with_the_same_sample(tiny):
   # Free nats floor the KL term (per frame) but not the reported KL.
   floored = vae_lib.make_vae((8, 8, 3), config=vae_lib.VAEConfig(latent=3, depth=2,
                                                                  free_nats=1e3))
-  loss2, metrics2 = floored.loss(params, key, frames)
+  loss2, metrics2 = jax.jit(floored.loss)(params, key, frames)
   np.testing.assert_allclose(loss2, recon + 1e3, rtol=1e-4)
   np.testing.assert_allclose(metrics2["vae_kl"], kl, rtol=1e-4, atol=1e-6)
 
