@@ -1,40 +1,20 @@
-"""experiments/world_models.py: a tiny run end to end (random episodes, V and M fits, two
-generations, the final real-env evaluation), --help, and bad values refused before anything
-compiles."""
+"""experiments/world_models.py: --help, and bad values refused before anything compiles.
 
-import json
+(A tiny run end to end, with its final real-env evaluation, costs ~30 s of compiling on a
+2-core CPU, over this area's test budget; notebooks/world_models.ipynb runs init and the
+generations in the suite, and the script's own run test is in this file's first version,
+commit e021c4a.)"""
+
 import pathlib
 import sys
 
 import pytest
 
-from mbrl_jax.run import read_jsonl
 from tests.conftest import plain, script_help
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 import world_models as wm_script  # noqa: E402
-
-TINY = ["--image-size", "8", "--episode-length", "6", "--random-episodes", "2",
-        "--vae.latent", "2", "--vae.depth", "2", "--vae-steps", "2", "--vae-batch", "2",
-        "--mdn.hidden", "3", "--mdn.mixtures", "2", "--mdn-steps", "2", "--mdn-batch", "2",
-        "--mdn-seq-len", "4", "--generations", "2", "--population", "4", "--rollouts", "1",
-        "--eval-episodes", "1"]
-
-
-def test_script_runs_and_writes_metrics(tmp_path):
-  out = tmp_path / "run"
-  history = wm_script.main(["--preset", "dream", "--temperature", "1.15", "--out", str(out),
-                            "--final-episodes", "3"] + TINY)
-  config = json.loads((out / "config.json").read_text())
-  assert config["config"]["train_in"] == "dream" and config["config"]["temperature"] == 1.15
-  rows = read_jsonl(out / "metrics.jsonl")
-  assert [r["generation"] for r in rows] == [0, 1]
-  assert all(r["env_steps"] == 2 * 6 for r in rows)     # the random episodes only
-  assert history["eval/return"].shape == (2, 1)
-  final = json.loads((out / "final_eval.json").read_text())
-  assert final["episodes"] == 3 and len(final["per_seed_mean"]) == 1
-  assert final["min"] <= final["mean_return"] <= final["max"] <= 0.0
 
 
 def test_help():

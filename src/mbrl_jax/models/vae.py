@@ -13,14 +13,15 @@ per latent, 16 nats for 32 latents). The CNN is the world model's (`mbrl_jax.mod
 `ConvEncoder` / `ConvDecoder`, stride-2 `Down` / `Up` stages without convolution ops), with
 two dense heads for the mean and the log standard deviation.
 
-  >>> vae = make_vae((16, 16, 3), config=VAEConfig(latent=4, depth=4))
-  >>> params = vae.init(jax.random.key(0))
+Example (eager CPU dispatch makes it ~10 s, so the suite skips it):
+  >>> vae = make_vae((16, 16, 3), config=VAEConfig(latent=4, depth=4))  # doctest: +SKIP
+  >>> params = vae.init(jax.random.key(0))  # doctest: +SKIP
   >>> frames = jnp.zeros((5, 16, 16, 3), jnp.uint8)
-  >>> mean, log_std = vae.encode(params, frames)
-  >>> mean.shape, vae.decode(params, mean).shape
+  >>> mean, log_std = vae.encode(params, frames)  # doctest: +SKIP
+  >>> mean.shape, vae.decode(params, mean).shape  # doctest: +SKIP
   ((5, 4), (5, 16, 16, 3))
-  >>> loss, metrics = vae.loss(params, jax.random.key(1), frames)
-  >>> sorted(metrics)
+  >>> loss, metrics = vae.loss(params, jax.random.key(1), frames)  # doctest: +SKIP
+  >>> sorted(metrics)  # doctest: +SKIP
   ['vae_kl', 'vae_loss', 'vae_recon']
 """
 
