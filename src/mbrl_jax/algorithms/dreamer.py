@@ -123,7 +123,7 @@ class Config:
     checks.one_of(self, "model_optimizer", im.OPTIMIZERS)
     if self.pixels:
       try:
-        rssm._cnn_stages(self.image_size)  # pylint: disable=protected-access
+        rssm.cnn_stages(self.image_size)
       except ValueError as e:
         checks.fail(self, "image_size", str(e))
     rssm.validate_config(self.world_model, f"{checks.name(self)}.world_model")

@@ -247,8 +247,9 @@ class _GRU(nn.Module):
     return update * cand + (1.0 - update) * h
 
 
-def _cnn_stages(size: int) -> int:
-  """Stride-2 stages taking a size x size image down to 4 x 4."""
+def cnn_stages(size: int) -> int:
+  """Stride-2 stages taking a size x size image down to 4 x 4 (`ConvEncoder`'s `stages`);
+  raises ValueError unless size is 4 * 2^k, k >= 1."""
   stages = int(round(math.log2(size / 4))) if size >= 8 else 0
   if stages < 1 or 4 * 2 ** stages != size:
     raise ValueError(f"pixel observations must be square with side 4 * 2^k (8, 16, 32, 64, "
@@ -310,7 +311,12 @@ class Up(nn.Module):
     return depth_to_space(nn.Dense(4 * self.features)(_neighbourhoods(x, ((0, 1), (0, 1)))))
 
 
-class _ConvEncoder(nn.Module):
+class ConvEncoder(nn.Module):
+  """`stages` x (`Down` -> LayerNorm -> SiLU), channels depth, 2 depth, 4 depth, ..., then
+  flattened: images [N, S, S, C] (floats, e.g. in [-0.5, 0.5]) -> [N, 4 * 4 * top], with
+  S = 4 * 2^stages (see `cnn_stages`) and top = depth * 2^(stages - 1). The world model's and
+  World Models' VAE's (`mbrl_jax.models.vae`) image encoder."""
+
   depth: int
   stages: int
 
@@ -322,7 +328,10 @@ class _ConvEncoder(nn.Module):
     return x.reshape(x.shape[0], -1)
 
 
-class _ConvDecoder(nn.Module):
+class ConvDecoder(nn.Module):
+  """The mirror of `ConvEncoder`: a Dense to a 4 x 4 x top map, then `Up` stages halving the
+  channels, the last one linear to `channels`: [N, F] -> [N, S, S, channels]."""
+
   depth: int
   stages: int
   channels: int
@@ -347,9 +356,9 @@ class _Net(nn.Module):
   def setup(self):
     c = self.config
     if self.pixels:
-      stages = _cnn_stages(self.obs_shape[0])
-      self.encoder = _ConvEncoder(c.cnn_depth, stages)
-      self.decoder = _ConvDecoder(c.cnn_depth, stages, self.obs_shape[-1])
+      stages = cnn_stages(self.obs_shape[0])
+      self.encoder = ConvEncoder(c.cnn_depth, stages)
+      self.decoder = ConvDecoder(c.cnn_depth, stages, self.obs_shape[-1])
     else:
       self.encoder = _mlp(c.hidden, c.mlp_layers)
       self.decoder = _mlp(c.hidden, c.mlp_layers, self.obs_shape[0])
@@ -422,7 +431,7 @@ def make_world_model(obs_shape: int | Sequence[int], action_size: int, *,
   if pixels:
     if obs_shape[0] != obs_shape[1]:
       raise ValueError(f"make_world_model: images must be square, got {obs_shape}")
-    _cnn_stages(obs_shape[0])
+    cnn_stages(obs_shape[0])
   c = config
   G, C, D = c.stoch, c.classes, c.deter
   feature_size = D + G * C
