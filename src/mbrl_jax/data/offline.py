@@ -44,6 +44,7 @@ Example (a random pendulum set of 400 transitions, a second or two):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -169,6 +170,7 @@ def _policy_fns(env_name: str, sac_cfg: Any):
   return env, sac
 
 
+@functools.lru_cache(maxsize=32)
 def _collect_fn(env_name: str, sac_cfg: Any, steps: int, policy: str):
   """A jitted `fn(key, sac_params) -> Transition [steps]` for policy "random", "stochastic"
   (SAC sampling its actions) or returns of deterministic SAC episodes ("evaluate")."""
@@ -299,13 +301,18 @@ def sac_run(env: str, seed: int, *, sac_steps: int | None = None,
           "replay": replay, "meta": meta}
 
 
-def _random_returns(env: str, key: jax.Array) -> np.ndarray:
+@functools.lru_cache(maxsize=8)
+def _random_returns_fn(env: str) -> Callable[[jax.Array], jax.Array]:
   env_obj = envs.make(env)
   length = envs.default_episode_length(env)
-  fn = jax.jit(lambda k: envs.acting.evaluate(
+  return jax.jit(lambda k: envs.acting.evaluate(
       env_obj, envs.acting.uniform_random(env_obj.action_size), k, REFERENCE_EPISODES,
       length).returns)
-  return np.asarray(fn(key))
+
+
+def _random_returns(env: str, key: jax.Array) -> np.ndarray:
+  """Returns of `REFERENCE_EPISODES` uniformly random episodes, [REFERENCE_EPISODES]."""
+  return np.asarray(_random_returns_fn(env)(key))
 
 
 def generate(env: str, kind: str, *, size: int = 100_000, seed: int = 0,
