@@ -13,13 +13,12 @@ from mbrl_jax.data import offline
 @pytest.fixture(scope="module")
 def random_sets(tmp_path_factory):
   """The same random pendulum set made twice in two caches, and one with another seed."""
+  quiet = dict(log=lambda s: None, expert_reference=False)
   a = offline.generate("pendulum", "random", size=300, seed=3,
-                       cache_dir=tmp_path_factory.mktemp("a"), log=lambda s: None)
+                       cache_dir=tmp_path_factory.mktemp("a"), **quiet)
   b_dir = tmp_path_factory.mktemp("b")
-  b = offline.generate("pendulum", "random", size=300, seed=3, cache_dir=b_dir,
-                       log=lambda s: None)
-  c = offline.generate("pendulum", "random", size=300, seed=4, cache_dir=b_dir,
-                       log=lambda s: None)
+  b = offline.generate("pendulum", "random", size=300, seed=3, cache_dir=b_dir, **quiet)
+  c = offline.generate("pendulum", "random", size=300, seed=4, cache_dir=b_dir, **quiet)
   return a, b, c, b_dir
 
 
@@ -47,7 +46,8 @@ def test_generated_dataset_keys_metadata_and_determinism(random_sets):
   files = sorted(p.name for p in b_dir.glob("*.hdf5"))
   assert len(files) == 2 and all(f.startswith("pendulum-random-300-s") for f in files)
   again = offline.generate("pendulum", "random", size=300, seed=3, cache_dir=b_dir,
-                           log=lambda s: (_ for _ in ()).throw(AssertionError(s)))
+                           log=lambda s: (_ for _ in ()).throw(AssertionError(s)),
+                           expert_reference=False)
   np.testing.assert_array_equal(again.arrays["rewards"], b.arrays["rewards"])
 
 

@@ -12,8 +12,8 @@ Learning", section 5 and appendix C), made here the way D4RL made its MuJoCo set
 the simulator (`mbrl_jax.algorithms.sac` driven by `mbrl_jax.run.train`):
 
   random         a uniformly random policy, `size` transitions.
-  medium         `size` transitions of the SAC policy stopped when its deterministic
-                 evaluation return first reaches a third of the way from the random return to
+  medium         `size` transitions of the SAC policy of the epoch whose deterministic
+                 evaluation return is nearest a third of the way from the random return to
                  the expert's (D4RL: "about 1/3 of the expert"; the normalised form works for
                  negative rewards too), acting stochastically.
   medium-replay  every transition of that SAC run's replay buffer up to that point, random
@@ -36,7 +36,8 @@ Datasets are cached outside the repository, under `$MBRL_JAX_DATA` or
 
 Example (a random pendulum set of 400 transitions, a second or two):
   >>> import tempfile
-  >>> ds = generate("pendulum", "random", size=400, seed=0, cache_dir=tempfile.mkdtemp())
+  >>> ds = generate("pendulum", "random", size=400, seed=0, cache_dir=tempfile.mkdtemp(),
+  ...               expert_reference=False, log=lambda line: None)
   >>> ds.arrays["observations"].shape, ds.metadata["kind"]
   ((400, 3), 'random')
 """
@@ -63,7 +64,7 @@ from mbrl_jax.types import Transition
 KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 REFERENCE_EPISODES = 10
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BRAX_ENVS = ("hopper", "halfcheetah", "walker2d")
 
 
@@ -239,9 +240,10 @@ def sac_run(env: str, seed: int, *, sac_steps: int | None = None,
   The run goes epoch by epoch through `mbrl_jax.run.train` with checkpoints (resume is
   `train(..., resume=True)` on the same directory), so a killed run continues where it
   stopped. After it: the random and expert reference returns, the medium epoch (the first
-  whose evaluation return reaches R_random + (R_expert - R_random) / 3; the expert's return is
-  the best evaluation return over the run's epochs here, known only at the end, so the medium
-  epoch is chosen afterwards from the saved per-epoch policies) and the replay buffer's
+  whose evaluation return reaches R_random + (R_expert - R_random) / 3; the expert is the epoch
+  with the best evaluation return, known only at the end, so the medium epoch, the one up to
+  it whose evaluation return is nearest R_random + (R_expert - R_random) / 3, is chosen
+  afterwards from the saved per-epoch policies) and the replay buffer's
   length at that epoch.
 
   Returns:
@@ -284,7 +286,9 @@ def sac_run(env: str, seed: int, *, sac_steps: int | None = None,
     r_expert = np.asarray(_collect_fn(env, cfg, REFERENCE_EPISODES, "evaluate")(k_exp, expert))
     lo, hi = float(r_random.mean()), float(r_expert.mean())
     target = lo + (hi - lo) / 3.0
-    medium = next((r["epoch"] for r in record if r["eval_return"] >= target), best)
+    # The epoch (up to the best one) whose evaluation return is nearest the target: SAC's
+    # return jumps between epochs on easy envs, so "the first above" can overshoot far.
+    medium = min(record[: best + 1], key=lambda r: abs(r["eval_return"] - target))["epoch"]
     meta = {"env": env, "seed": seed, "epochs": record, "expert_epoch": best,
             "medium_epoch": medium, "medium_target": target, "ref_min_score": lo,
             "ref_max_score": hi,
@@ -317,7 +321,7 @@ def _random_returns(env: str, key: jax.Array) -> np.ndarray:
 
 def generate(env: str, kind: str, *, size: int = 100_000, seed: int = 0,
              sac_steps: int | None = None, cache_dir: str | os.PathLike | None = None,
-             log: Callable[[str], Any] = print) -> Dataset:
+             log: Callable[[str], Any] = print, expert_reference: bool = True) -> Dataset:
   """The `kind` dataset of `env` (see the module docstring), read from the cache or made and
   cached. Deterministic given the arguments.
 
@@ -331,23 +335,32 @@ def generate(env: str, kind: str, *, size: int = 100_000, seed: int = 0,
     sac_steps: the SAC run's env-step budget (None: the env's default, see `_sac_config`).
     cache_dir: the cache root (None: `default_root()`).
     log: where progress lines go.
+    expert_reference: a random set also gets `ref_max_score`, which needs the SAC run (False
+      leaves it None; asking again with True later fills it in).
   """
   _check_args(env, kind, size, seed)
   root = pathlib.Path(cache_dir) if cache_dir is not None else default_root()
   path = root / f"{cache_key(env, kind, size, seed, sac_steps)}.hdf5"
   if path.exists():
-    return read_d4rl(path)
+    ds = read_d4rl(path)
+    if expert_reference and ds.metadata.get("ref_max_score") is None:
+      meta = sac_run(env, seed, sac_steps=sac_steps, cache_dir=root, log=log)["meta"]
+      ds.metadata.update({k: meta[k] for k in ("ref_min_score", "ref_max_score")})
+      write_d4rl(path, ds)
+    return ds
   cfg = _sac_config(env, sac_steps)
   key = jax.random.fold_in(jax.random.key(seed), KINDS.index(kind) + 1)
   like = _policy_fns(env, cfg)[1].init(jax.random.key(0)).params
   if kind == "random":
     sac_meta = None
     arrays = _to_arrays(_collect_fn(env, cfg, size, "random")(key, like))
-    k_rand = jax.random.split(jax.random.fold_in(jax.random.key(seed), 7))[0]
-    refs = {"ref_min_score": float(_random_returns(env, k_rand).mean()), "ref_max_score": None}
-    if _sac_done(env, seed, sac_steps, root):   # the expert reference, once SAC has run
-      meta = json.loads((_work_dir(env, seed, sac_steps, root) / "run.json").read_text())
+    if expert_reference or _sac_done(env, seed, sac_steps, root):
+      meta = sac_run(env, seed, sac_steps=sac_steps, cache_dir=root, log=log)["meta"]
       refs = {k: meta[k] for k in ("ref_min_score", "ref_max_score")}
+    else:   # the same random reference as the SAC run's, without the expert's
+      k_rand = jax.random.split(jax.random.fold_in(jax.random.key(seed), 7))[0]
+      refs = {"ref_min_score": float(_random_returns(env, k_rand).mean()),
+              "ref_max_score": None}
   else:
     sac_out = sac_run(env, seed, sac_steps=sac_steps, cache_dir=root, log=log)
     sac_meta = sac_out["meta"]
