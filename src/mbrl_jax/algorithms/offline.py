@@ -353,7 +353,7 @@ def make_step(config: Config, parts: Parts) -> Callable[[State], tuple[State, di
 
   def rollout(state: State, key: PRNGKey):
     params = state.model
-    k_start, k_roll = jax.random.split(key)
+    k_start, k_roll, k_rows = jax.random.split(key, 3)
     start = buffer_lib.sample(state.real, k_start, config.rollout_batch).obs
 
     def predict(kk, obs, action):
@@ -379,7 +379,7 @@ def make_step(config: Config, parts: Parts) -> Callable[[State], tuple[State, di
          "rollout/mean_length": stats.transitions / config.rollout_batch,
          "rollout/reward": stats.reward_sum / jnp.maximum(stats.transitions, 1)}
     if algo in ("mopo", "morel"):
-      rows = buffer_lib.sample(state.real, k_start, min(4096, parts.dataset.size))
+      rows = buffer_lib.sample(state.real, k_rows, min(4096, parts.dataset.size))
       out = ens.apply(params, rows.obs, rows.action)
       if algo == "mopo":
         m["rollout/penalty_on_data"] = jnp.mean(mopo_penalty(out, O, config.uncertainty))
