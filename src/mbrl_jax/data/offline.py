@@ -239,12 +239,11 @@ def sac_run(env: str, seed: int, *, sac_steps: int | None = None,
 
   The run goes epoch by epoch through `mbrl_jax.run.train` with checkpoints (resume is
   `train(..., resume=True)` on the same directory), so a killed run continues where it
-  stopped. After it: the random and expert reference returns, the medium epoch (the first
-  whose evaluation return reaches R_random + (R_expert - R_random) / 3; the expert is the epoch
-  with the best evaluation return, known only at the end, so the medium epoch, the one up to
-  it whose evaluation return is nearest R_random + (R_expert - R_random) / 3, is chosen
-  afterwards from the saved per-epoch policies) and the replay buffer's
-  length at that epoch.
+  stopped (each epoch's evaluation return is in epochs.json beside the checkpoints). After
+  it: the random and expert reference returns (the expert is the epoch with the best
+  evaluation return, known only at the end), the medium epoch (the one up to the expert's
+  whose evaluation return is nearest R_random + (R_expert - R_random) / 3, picked afterwards
+  from the saved per-epoch policies) and the replay buffer's length at that epoch.
 
   Returns:
     {"medium": SACParams, "expert": SACParams, "replay": Transition [n] (NumPy, time order),
