@@ -34,11 +34,11 @@ Datasets are cached outside the repository, under `$MBRL_JAX_DATA` or
 `~/.cache/mbrl_jax/datasets`, as HDF5 files named by everything that determines them
 (`cache_key`), and are deterministic given the seed.
 
-Example (a random pendulum set of 400 transitions, a second or two):
+Example (a random pendulum set of 400 transitions; two compiles, so skipped here):
   >>> import tempfile
   >>> ds = generate("pendulum", "random", size=400, seed=0, cache_dir=tempfile.mkdtemp(),
-  ...               expert_reference=False, log=lambda line: None)
-  >>> ds.arrays["observations"].shape, ds.metadata["kind"]
+  ...               expert_reference=False, log=lambda line: None)   # doctest: +SKIP
+  >>> ds.arrays["observations"].shape, ds.metadata["kind"]           # doctest: +SKIP
   ((400, 3), 'random')
 """
 
