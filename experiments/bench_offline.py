@@ -10,7 +10,7 @@ Each cell is one `mbrl_jax.run.train` call (seeds vmapped): the quick preset of 
 (or, with --paper, OfflineRL-Kit's per-dataset setting, `offline.preset_for`) on the dataset,
 scored as the mean normalised score of the last `--last` epochs' deterministic evaluations,
 mean and min-max over seeds. Scores are 100 * (R - R_random) / (R_expert - R_random) with the
-references the dataset's generator measured on the same env (see `mbrl_jax.data.offline`).
+references the dataset's generator measured on the same env (see `mbrl_jax.run.datasets`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 
 from mbrl_jax import run
 from mbrl_jax.algorithms import offline
+from mbrl_jax.run import datasets
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import benchlib  # noqa: E402
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
   for dataset in a.datasets:
     for algo in a.algos:
       cfg = config_for(algo, dataset, a)
+      datasets.ensure(cfg.dataset, size=cfg.dataset_size, seed=cfg.dataset_seed,
+                      sac_steps=cfg.sac_steps)
       t = time.perf_counter()
       algorithm = offline.make(cfg)
       _, h = run.train(algorithm, keys if a.seeds > 1 else keys[0])

@@ -10,8 +10,9 @@ The SAC run behind medium / medium-replay / expert checkpoints every epoch under
 (`$MBRL_JAX_DATA` or ~/.cache/mbrl_jax/datasets, folder <env>-sac-...-work); running the same
 command again after a kill resumes it. The dataset is written there as HDF5 with D4RL's keys
 (observations, actions, rewards, next_observations, terminals, timeouts) and its metadata, and
-copied to --out if given. Prints the dataset's size, its policy return and the reference
-returns its normalised scores use.
+copied to --out if given (this is `mbrl_jax.run.datasets.generate(env, kind, ...)`; after it,
+`mbrl_jax.data.offline.load("<env>-<kind>", size=..., seed=...)` reads the set). Prints the
+dataset's size, its policy return and the reference returns its normalised scores use.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import shutil
 import sys
 
 from mbrl_jax.data import offline
+from mbrl_jax.run import datasets
 
 
 def main(argv: list[str] | None = None) -> list[offline.Dataset]:
@@ -44,8 +46,8 @@ def main(argv: list[str] | None = None) -> list[offline.Dataset]:
   out = []
   for kind in kinds:
     try:
-      ds = offline.generate(a.env, kind, size=size, seed=a.seed, sac_steps=a.sac_steps,
-                            cache_dir=a.cache_dir)
+      ds = datasets.generate(a.env, kind, size=size, seed=a.seed, sac_steps=a.sac_steps,
+                             cache_dir=a.cache_dir)
     except ValueError as e:
       raise SystemExit(f"error: {e}") from None
     m = ds.metadata
@@ -57,8 +59,7 @@ def main(argv: list[str] | None = None) -> list[offline.Dataset]:
           f"expert {m['ref_max_score']}")
     out.append(ds)
   if a.out and len(kinds) == 1:
-    src = offline.default_root() if a.cache_dir is None else a.cache_dir
-    path = f"{src}/{offline.cache_key(a.env, kinds[0], size, a.seed, a.sac_steps)}.hdf5"
+    path = offline.cache_path(a.env, kinds[0], size, a.seed, a.sac_steps, a.cache_dir)
     shutil.copyfile(path, a.out)
     print(f"copied {path} -> {a.out}")
   return out

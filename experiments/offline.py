@@ -11,7 +11,7 @@ command line, N seeds vmapped in one compiled call per epoch.
 
   python experiments/offline.py --resume runs/offline_quick              # after a crash or kill
 
-A "<env>-<kind>" dataset is made by `mbrl_jax.data.offline.generate` on first use (see
+A "<env>-<kind>" dataset is made by `mbrl_jax.run.datasets.generate` on first use (see
 experiments/make_dataset.py) and cached under $MBRL_JAX_DATA or ~/.cache/mbrl_jax/datasets.
 Writes DIR/config.json, DIR/metrics.jsonl and .csv (one row per seed and epoch: eval/return,
 eval/normalized_score, updates, model/, rollout/ and sac/ statistics, wall time),
@@ -27,6 +27,7 @@ import numpy as np
 
 from mbrl_jax.algorithms import offline
 from mbrl_jax.run import cli as run_cli
+from mbrl_jax.run import datasets
 
 
 def parse(argv: list[str]) -> run_cli.RunArgs[offline.Config]:
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   config = args.config
   name = f"offline_{config.algo}"
   ds_name = config.dataset.rstrip("/").split("/")[-1]
+  datasets.ensure(config.dataset, size=config.dataset_size, seed=config.dataset_seed,
+                  sac_steps=config.sac_steps)   # the algorithm only reads it
   run = run_cli.start(args, name=name, validate=lambda c: offline.load_dataset(c),
                       run_name=None if args.out else f"{name}-{ds_name}-{args.preset}")
   behaviour = offline.behaviour_return(config)

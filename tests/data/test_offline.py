@@ -1,5 +1,6 @@
-"""Offline datasets: generation (determinism, keys, metadata), the D4RL HDF5 and Minari readers,
-clear errors on bad files, normalised scores."""
+"""Offline datasets: generation (`mbrl_jax.run.datasets`: determinism, keys, metadata, the
+cache), reading generated sets by name (`mbrl_jax.data.offline.load`, which never generates),
+the D4RL HDF5 and Minari readers, clear errors on bad files, normalised scores."""
 
 import json
 
@@ -8,17 +9,18 @@ import numpy as np
 import pytest
 
 from mbrl_jax.data import offline
+from mbrl_jax.run import datasets
 
 
 @pytest.fixture(scope="module")
 def random_sets(tmp_path_factory):
   """The same random pendulum set made twice in two caches, and one with another seed."""
   quiet = dict(log=lambda s: None, expert_reference=False)
-  a = offline.generate("pendulum", "random", size=300, seed=3,
-                       cache_dir=tmp_path_factory.mktemp("a"), **quiet)
+  a = datasets.generate("pendulum", "random", size=300, seed=3,
+                        cache_dir=tmp_path_factory.mktemp("a"), **quiet)
   b_dir = tmp_path_factory.mktemp("b")
-  b = offline.generate("pendulum", "random", size=300, seed=3, cache_dir=b_dir, **quiet)
-  c = offline.generate("pendulum", "random", size=300, seed=4, cache_dir=b_dir, **quiet)
+  b = datasets.generate("pendulum", "random", size=300, seed=3, cache_dir=b_dir, **quiet)
+  c = datasets.generate("pendulum", "random", size=300, seed=4, cache_dir=b_dir, **quiet)
   return a, b, c, b_dir
 
 
@@ -45,19 +47,45 @@ def test_generated_dataset_keys_metadata_and_determinism(random_sets):
   # A second call reads the cache: the file is named by what determines it.
   files = sorted(p.name for p in b_dir.glob("*.hdf5"))
   assert len(files) == 2 and all(f.startswith("pendulum-random-300-s") for f in files)
-  again = offline.generate("pendulum", "random", size=300, seed=3, cache_dir=b_dir,
-                           log=lambda s: (_ for _ in ()).throw(AssertionError(s)),
-                           expert_reference=False)
+  again = datasets.generate("pendulum", "random", size=300, seed=3, cache_dir=b_dir,
+                            log=lambda s: (_ for _ in ()).throw(AssertionError(s)),
+                            expert_reference=False)
   np.testing.assert_array_equal(again.arrays["rewards"], b.arrays["rewards"])
+  # `load` reads it by name from that cache, and only reads: a set not made is an error that
+  # gives the command making it.
+  by_name = offline.load("pendulum-random", size=300, seed=3, cache_dir=b_dir)
+  np.testing.assert_array_equal(by_name.arrays["actions"], b.arrays["actions"])
+  with pytest.raises(ValueError) as e:
+    offline.load("pendulum-random", size=301, seed=3, cache_dir=b_dir)
+  msg = str(e.value)
+  assert "\n" not in msg and "not in the cache" in msg, msg
+  assert "make_dataset.py --env pendulum --kind random --size 301 --seed 3" in msg, msg
+  assert len(list(b_dir.glob("*.hdf5"))) == 2 and not list(b_dir.glob("*-work"))
+
+
+def test_cache_keys_and_sac_settings():
+  k = offline.cache_key("hopper", "medium", 1000, 2)
+  assert k.startswith("hopper-medium-1000-s2-")
+  assert offline.cache_key("hopper", "medium", 1000, 2, sac_steps=50_000) != k
+  # medium-replay is the SAC run's buffer whatever the size: no size in its name.
+  mr = offline.cache_key("hopper", "medium-replay", 1000, 2)
+  assert mr.startswith("hopper-medium-replay-s2-") and mr.split("-")[-1] == k.split("-")[-1]
+  assert offline.cache_key("hopper", "medium-replay", 5, 2) == mr
+  # The names digest every field of the SAC run the generator builds from them.
+  cfg = datasets.sac_config("hopper", 50_000)
+  assert cfg.env_steps == 50_000 and cfg.sac.normalize_observations
+  assert datasets.sac_config("pendulum").sac.hidden_sizes == (64, 64)
+  assert offline.parse_name("walker2d-medium-expert") == ("walker2d", "medium-expert")
+  assert offline.parse_name("walker2d-mediocre") is None
 
 
 def test_generate_rejects_bad_arguments(tmp_path):
   with pytest.raises(ValueError, match="kind must be one of"):
-    offline.generate("pendulum", "medium-random", size=10, cache_dir=tmp_path)
+    datasets.generate("pendulum", "medium-random", size=10, cache_dir=tmp_path)
   with pytest.raises(ValueError, match="size must be a positive int"):
-    offline.generate("pendulum", "random", size=0, cache_dir=tmp_path)
+    datasets.generate("pendulum", "random", size=0, cache_dir=tmp_path)
   with pytest.raises(ValueError, match="not a registered continuous-action env"):
-    offline.generate("cartpole_v1", "random", size=10, cache_dir=tmp_path)
+    datasets.generate("cartpole_v1", "random", size=10, cache_dir=tmp_path)
 
 
 def _toy(n=7, o=3, a=1, seed=0):

@@ -42,10 +42,14 @@ Differences kept: our SAC's backup includes the entropy term (MOBILE's config us
 deterministic backup) and does not clamp targets at 0; OfflineRL-Kit's MOPO aleatoric
 penalty takes all 7 members, so does ours.
 
-Example (a minute of CPU, so skipped here):
-  >>> from mbrl_jax import run
+Datasets are read, never made, here: a generated "<env>-<kind>" set must be in the cache
+first (`generate` in run/datasets.py, or experiments/make_dataset.py; experiments/offline.py
+makes it before the run).
+
+Example (a minute of CPU, so skipped here; `train` is the driver's, in run/loop.py, and the
+quick preset's dataset must be cached):
   >>> cfg = PRESETS["quick"]
-  >>> state, history = run.train(make(cfg), jax.random.key(0))     # doctest: +SKIP
+  >>> state, history = train(make(cfg), jax.random.key(0))         # doctest: +SKIP
   >>> history["eval/normalized_score"].shape                       # doctest: +SKIP
   (10,)
 """
@@ -90,10 +94,11 @@ class Config:
 
   Attributes:
     algo: "mopo", "mobile", "morel" or "bc".
-    dataset: "<env>-<kind>" (generated and cached by `mbrl_jax.data.offline`), a D4RL HDF5
-      file or a Minari dataset folder.
+    dataset: "<env>-<kind>" (a generated set, read from the cache: see
+      `mbrl_jax.data.offline.load`), a D4RL HDF5 file or a Minari dataset folder.
     env: the env to evaluate on (None: the dataset's own; a file without one needs it).
-    dataset_size: transitions of a generated dataset (see `data.offline.generate`).
+    dataset_size: transitions of a generated dataset (random, medium, expert; see
+      `mbrl_jax.data.offline`).
     dataset_seed: seed of a generated dataset.
     sac_steps: the generator's SAC budget (None: its default for the env).
     epochs: compiled calls; each is `epoch_length` updates and one evaluation.
@@ -257,7 +262,8 @@ class Parts(NamedTuple):
 
 
 def load_dataset(config: Config) -> offline_data.Dataset:
-  """The config's dataset (generated and cached if it is a "<env>-<kind>" name)."""
+  """The config's dataset, read (a "<env>-<kind>" name from the cache; one not made yet is a
+  one-line ValueError giving the command that makes it)."""
   return offline_data.load(config.dataset, env=config.env, size=config.dataset_size,
                            seed=config.dataset_seed, sac_steps=config.sac_steps)
 
@@ -454,7 +460,7 @@ def make_step(config: Config, parts: Parts) -> Callable[[State], tuple[State, di
 
 @functools.lru_cache(maxsize=16)
 def make(config: Config) -> Algorithm:
-  """The offline algorithm `config.algo` as an `Algorithm` for `mbrl_jax.run.train`: init
+  """The offline algorithm `config.algo` as an `Algorithm` for the driver (`train`): init
   loads the dataset into a buffer and (model-based ones) fits the ensemble; then
   `config.epochs` epochs. The history holds, per epoch: "eval/return" (min / max beside it),
   "eval/normalized_score", "updates", the sac/ (or bc/), rollout/ and model/ metrics."""
