@@ -1,26 +1,8 @@
-"""Shared test helpers.
-
-The suite compiles hundreds of small XLA programs and runs most of them a few times, so on the
-CPU compile time dominates it. Before JAX starts its backend this file adds two XLA flags that
-trade generated-code speed for compile time (LLVM's cheaper pipeline): on the 2-core machine
-they took the user time of tests/algorithms/test_mcts_control.py + tests/models/test_rssm.py
-from 2 min 0 s to 1 min 20 s. The flags reach the subprocesses the tests start (scripts,
-notebook kernels) through the environment. Benchmarks and experiments run outside pytest keep
-XLA's optimising defaults; set MBRL_JAX_TEST_XLA_OPT=1 to test with them too.
-"""
+"""Shared test helpers."""
 
 import contextlib
-import os
 
-FAST_COMPILE_XLA_FLAGS = ("--xla_backend_optimization_level=0",
-                          "--xla_llvm_disable_expensive_passes=true")
-if os.environ.get("MBRL_JAX_TEST_XLA_OPT") != "1":
-  _flags = os.environ.get("XLA_FLAGS", "").split()
-  os.environ["XLA_FLAGS"] = " ".join(
-      [*_flags, *(f for f in FAST_COMPILE_XLA_FLAGS
-                  if f.split("=")[0] not in {g.split("=")[0] for g in _flags})])
-
-import jax  # pylint: disable=wrong-import-position
+import jax
 
 
 class CompileCount:

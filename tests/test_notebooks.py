@@ -45,6 +45,14 @@ TINY: dict[str, dict] = {
                        BRANCH_EVERY=5, TRAIN_EPOCHS=2, EPOCH_LENGTH=20, INIT_STEPS=40,
                        MODEL_TRAIN_EVERY=10, ROLLOUTS_PER_STEP=2, UPDATES_PER_STEP=2,
                        EPISODE_LENGTH=30, EVAL_EPISODES=2),
+    "world_models.ipynb": dict(IMAGE_SIZE=8, EPISODE_LENGTH=6, RANDOM_EPISODES=2, LATENT=2,
+                               DEPTH=2, VAE_STEPS=2, VAE_BATCH=2, HIDDEN=3, MIXTURES=2,
+                               MDN_STEPS=2, MDN_BATCH=2, MDN_SEQ_LEN=4, GENERATIONS=2,
+                               POPULATION=4, ROLLOUTS=1, EVAL_EPISODES=1),
+    "offline.ipynb": dict(KIND="random", SIZE=1000, EXPERT_REFERENCE=False, MEMBERS=3,
+                          ELITES=2, HIDDEN=(16, 16), FIT_EPOCHS=3, SAC_HIDDEN=(16, 16),
+                          SAC_BATCH=32, ROLLOUT_LENGTH=2, ROLLOUT_BATCH=50, EPOCHS=1,
+                          EPOCH_LENGTH=20, EVAL_EPISODES=1, ALGOS=("mopo",), DATA_DIR="temp"),
 }
 CELL_TIMEOUT_S = 300
 KERNEL_NAME = "mbrl-jax-test-python"
