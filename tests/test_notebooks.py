@@ -197,6 +197,15 @@ def test_notebook_runs(path, kernel_name, tmp_path):
     assert muzero["env_steps"] == [128, 256], muzero
     assert all(-1 <= r <= 1 for r in muzero["eval_return"]), muzero   # Catch: +-1 per episode
     assert all(math.isfinite(v) for v in muzero["loss"]), muzero
+  if path.name == "world_models.ipynb":
+    match = re.search(r"^WORLD_MODELS_JSON (.*)$", out, re.M)
+    assert match, f"world_models.ipynb printed no WORLD_MODELS_JSON line; stdout:\n{out[-2000:]}"
+    result = json.loads(match.group(1))
+    assert result["generations"] == overrides["GENERATIONS"], result
+    # A pendulum episode scores between -16.3 per step and 0; the fits' losses are finite.
+    limit = -16.3 * overrides["EPISODE_LENGTH"]
+    assert limit <= result["final_eval_return"] <= 0, result
+    assert all(math.isfinite(result[k]) for k in ("vae_recon", "mdn_nll", "best_dream_fitness"))
   if path.name == "mbpo.ipynb":
     match = re.search(r"^MBPO_JSON (.*)$", out, re.M)
     assert match, f"mbpo.ipynb printed no MBPO_JSON line; stdout:\n{out[-2000:]}"
