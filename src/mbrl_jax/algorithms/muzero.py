@@ -569,7 +569,12 @@ def unroll(dynamics: Callable[[Params, jax.Array, jax.Array], tuple[jax.Array, j
            ) -> tuple[list[jax.Array], list[jax.Array]]:
   """K dynamics steps from latent_0 [B, H] along actions [B, K]: latents 0..K and reward
   logits 0..K-1. The gradient into each new latent is halved (`scale_gradient(., 0.5)`), so
-  a loss on latent_k reaches latent_0 scaled by 2^-k on top of the dynamics' own Jacobians."""
+  a loss on latent_k reaches latent_0 scaled by 2^-k on top of the dynamics' own Jacobians.
+
+  Known deviation (a review found it; the measured results are with this code): MuZero's
+  pseudocode predicts value and policy from the UNscaled latent_k and halves the gradient only
+  where the latent enters the next dynamics step, so its value and policy losses at k >= 1
+  reach g and h with twice the gradient they get here (2^-(k-1), the rewards' scale)."""
   latents, rewards = [latent], []
   for k in range(actions.shape[1]):
     latent, reward = dynamics(params, latent, actions[:, k])

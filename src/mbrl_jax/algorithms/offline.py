@@ -28,7 +28,9 @@ The algorithms differ only in where the pessimism enters:
   states above a threshold (`morel_threshold_scale` times the largest such disagreement on
   the dataset); rollouts halt there into an absorbing state whose per-step reward is
   r_min - kappa forever, given in one step as (r_min - kappa) / (1 - gamma) with terminated =
-  1 (`morel_halt`). The policy learner is the same SAC (the paper used NPG).
+  1 (`morel_halt`); that replaces the unknown step's own reward r(s, a), which the paper's
+  pessimistic MDP keeps before the HALT (ours is slightly more pessimistic). The policy
+  learner is the same SAC (the paper used NPG).
 - BC: the SAC actor's mean action trained by MSE on the dataset's actions.
 
 Defaults follow OfflineRL-Kit (yihaosun1124/OfflineRL-Kit at e3ce697, `run_example/
@@ -157,6 +159,9 @@ class Config:
     checks.in_range(self, "morel_kappa", 0.0)
     if self.env is not None:
       envs.check_continuous_env(self, "env")
+    if self.algo == "mobile" and self.model.num_elites < 2:
+      checks.fail(self, "model", f"MOBILE's penalty is a standard deviation across elites: "
+                  f"needs num_elites >= 2, got {self.model.num_elites}")
     if self.algo != "bc" and self.rollout_batch < self.model.num_elites:
       checks.fail(self, "rollout_batch", f"must be >= model.num_elites "
                   f"({self.model.num_elites}), got {self.rollout_batch}")

@@ -327,7 +327,12 @@ def encode_episodes(parts: Parts, vae_params, frames: jax.Array):
 def fit_mdn(parts: Parts, config: Config, key: PRNGKey, mean, log_std, episodes: Episodes,
             reward_loc, reward_scale):
   """Fits M on windows of the encoded episodes (latents sampled from V's Gaussians, rewards
-  standardised); returns (params, metrics of the last steps)."""
+  standardised); returns (params, metrics of the last steps).
+
+  Windows start anywhere in an episode, each from a zero LSTM state, while acting starts h
+  at zero only at an episode's start: M never learns h at a real episode start from a window
+  that starts there more often than chance (a review noted it; starting some windows at 0 is
+  a possible fix, not tried)."""
   init_key, fit_key = jax.random.split(key)
   params = parts.mdn.init(init_key)
   n, t_len = episodes.action.shape[:2]

@@ -275,6 +275,11 @@ def read_d4rl(path: str | os.PathLike, *, env: str | None = None) -> Dataset:
                 and v.shape[1] == 1 else v) for k, v in arrays.items()}
   n = arrays["observations"].shape[0]
   arrays.setdefault("timeouts", np.zeros(n, np.float32))
+  # The behaviour return from the file's own episodes, before any row is dropped (after
+  # dropping the timeout rows, episodes ending at the time limit would run into the next one).
+  rets = episode_returns(np.asarray(arrays["rewards"], np.float32),
+                         np.asarray(arrays["terminals"], np.float32),
+                         np.asarray(arrays["timeouts"], np.float32))
   if "next_observations" not in arrays:
     keep = np.ones(n, bool)
     keep[-1] = False
@@ -286,7 +291,6 @@ def read_d4rl(path: str | os.PathLike, *, env: str | None = None) -> Dataset:
   _check_arrays(path, arrays, env, metadata)
   metadata.setdefault("source", str(path))
   if "policy_return" not in metadata:
-    rets = episode_returns(arrays["rewards"], arrays["terminals"], arrays["timeouts"])
     metadata["policy_return"] = float(rets.mean()) if rets.size else None
   metadata["size"] = int(arrays["observations"].shape[0])
   return Dataset(arrays=arrays, metadata=metadata)
@@ -333,9 +337,14 @@ def read_minari(path: str | os.PathLike, *, env: str | None = None) -> Dataset:
       parts["terminals"].append(np.asarray(ep["terminations"]).reshape(-1))
       parts["timeouts"].append(np.asarray(ep["truncations"]).reshape(-1))
   arrays = {k: np.concatenate(v).astype(np.float32) for k, v in parts.items()}
+  spec = metadata.get("env_spec")
+  if isinstance(spec, str):            # Minari writes EnvSpec.to_json(), a JSON string
+    try:
+      spec = json.loads(spec)
+    except ValueError:
+      spec = None
   out_meta = {"source": str(path), "minari_id": metadata.get("dataset_id"),
-              "minari_env": (metadata.get("env_spec") or {}).get("id")
-              if isinstance(metadata.get("env_spec"), dict) else None}
+              "minari_env": spec.get("id") if isinstance(spec, dict) else None}
   for k in ("env", "kind", "ref_min_score", "ref_max_score"):
     if k in metadata:
       out_meta[k] = metadata[k]

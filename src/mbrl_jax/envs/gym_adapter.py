@@ -36,6 +36,13 @@ How a functional env is made of mutable host envs:
   process ends it at once as truncated (reward 0, next obs = obs, `done` 1); acting then resets
   as usual. PETS trials start with a reset, so a resumed PETS run is unaffected; MBPO and Dreamer
   carry a training episode across chunks and lose (truncate) the one running at the checkpoint.
+* A state is a handle, not a value: stepping the same `State` twice advances the host env
+  twice (JAX's functional semantics do not hold for the host side), and `pure_callback` is
+  declared free of side effects, so under `vmap` a `lax.cond` runs both branches. In the same
+  process, a run resumed from a checkpoint after a stop (e.g. the NaN stop in a notebook)
+  keeps its pool id, so its restored handles point at host envs that have moved on: restart
+  the process to resume such a run (a new pool id truncates the carried-over episodes as
+  above). Not yet detected by the adapter (a review found it).
 
 Reward and termination functions: `envs.get_task_fns("gymnasium:Pendulum-v1")` is our
 pendulum's (the adapter's [-1, 1] actions make gymnasium's Pendulum-v1 exactly `envs.Pendulum`).

@@ -260,7 +260,10 @@ def generate(env: str, kind: str, *, size: int = 100_000, seed: int = 0,
       exp = generate(env, "expert", size=size, seed=seed, sac_steps=sac_steps, cache_dir=root,
                      log=log)
       arrays = {k: np.concatenate([med.arrays[k], exp.arrays[k]]) for k in offline.KEYS}
-  rets = offline.episode_returns(arrays["rewards"], arrays["terminals"], arrays["timeouts"])
+  # Each part's complete episodes (medium's unfinished last one must not run into expert's).
+  parts = [med.arrays, exp.arrays] if kind == "medium-expert" else [arrays]
+  rets = np.concatenate([offline.episode_returns(a["rewards"], a["terminals"], a["timeouts"])
+                         for a in parts])
   metadata = {
       "env": env, "backend": _backend(env), "kind": kind, "size": int(arrays["rewards"].shape[0]),
       "seed": seed, "policy_return": float(rets.mean()) if rets.size else None,
