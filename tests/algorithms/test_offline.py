@@ -62,6 +62,9 @@ def test_config_errors_name_the_field():
     offline.Config(uncertainty="epistemic")
   with pytest.raises(ValueError, match="rollout_batch"):
     offline.Config(rollout_batch=2)
+  with pytest.raises(ValueError, match="needs num_elites >= 2, got 1"):
+    offline.Config(algo="mobile", model=dataclasses.replace(offline.Config().model,
+                                                             num_elites=1))
 
 
 def _controller(key, obs):

@@ -123,6 +123,10 @@ def test_d4rl_round_trip_and_raw_files(tmp_path):
   np.testing.assert_array_equal(raw.arrays["next_observations"], obs[[1, 3, 4, 5]])
   np.testing.assert_array_equal(raw.arrays["terminals"], [0, 0, 0, 1])
   np.testing.assert_array_equal(raw.arrays["rewards"], [0, 2, 3, 4])
+  # The behaviour return is of the file's own episodes: rows 0-1 (to the timeout) 0 + 1, rows
+  # 2-4 (to the terminal) 2 + 3 + 4; row 5 never ends. Not 9: dropping the timeout row first
+  # would run the first episode into the second.
+  assert raw.metadata["policy_return"] == pytest.approx(5.0)
 
 
 def _write_minari(root, episodes, obs_extra=1):
@@ -161,6 +165,10 @@ def test_minari_folder_round_trip(tmp_path):
   assert ds.metadata["policy_return"] == pytest.approx(want, rel=1e-5)
   # `load` tells the formats apart.
   assert offline.load(str(tmp_path / "toy")).size == 7
+  # Minari itself stores env_spec as a JSON string (EnvSpec.to_json()).
+  (tmp_path / "toy" / "data" / "metadata.json").write_text(json.dumps(
+      {"dataset_id": "toy/pendulum-v0", "env_spec": json.dumps({"id": "Pendulum-v1"})}))
+  assert offline.read_minari(tmp_path / "toy").metadata["minari_env"] == "Pendulum-v1"
 
 
 def test_bad_files_give_one_line_errors(tmp_path):
