@@ -1,8 +1,23 @@
 """Shared test helpers."""
 
+import atexit
 import contextlib
+import os
+import shutil
+import tempfile
 
-import jax
+# One XLA compilation cache per test run, shared by the xdist workers and every subprocess they
+# start (scripts, notebook kernels: they inherit the environment), so a program compiled once
+# in the run is read back instead of compiled again; the scripts' tests run the same presets in
+# several processes. It starts empty each run (the suite's time is always a cold one) and the
+# process that made it removes it at exit. A user's own JAX_COMPILATION_CACHE_DIR is respected.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _cache_dir = tempfile.mkdtemp(prefix="mbrl_jax_tests_xla_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+  atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+
+import jax  # noqa: E402  (after the cache settings, which jax reads at import)
 
 
 class CompileCount:
@@ -15,6 +30,8 @@ _active: list[CompileCount] = []
 
 def _on_event(event: str, duration: float, **kwargs) -> None:
   del duration, kwargs
+  # Emitted around every compile request, also one the run's cache answers (so a program read
+  # back from the cache still counts: the tests ask whether a call needed a new program).
   if event == "/jax/core/compile/backend_compile_duration":
     for counter in _active:
       counter.count += 1
