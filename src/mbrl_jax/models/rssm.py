@@ -21,17 +21,19 @@ Everything is a pure function of an opaque `params` pytree; the component is a f
   >>> from mbrl_jax.types import Transition
   >>> config = WorldModelConfig(deter=16, stoch=4, classes=4, hidden=16)
   >>> wm = make_world_model(obs_shape=(3,), action_size=1, config=config)
-  >>> params = wm.init(jax.random.key(0))
+  >>> params = jax.jit(wm.init)(jax.random.key(0))      # each call jitted, as a user would
   >>> B, L = 2, 5
   >>> window = Transition(obs=jnp.zeros((B, L, 3)), action=jnp.zeros((B, L, 1)),
   ...                     reward=jnp.zeros((B, L)), next_obs=jnp.zeros((B, L, 3)),
   ...                     terminated=jnp.zeros((B, L)), truncated=jnp.zeros((B, L)))
-  >>> loss, aux = wm.loss(params, jax.random.key(1), window)
+  >>> loss, aux = jax.jit(wm.loss)(params, jax.random.key(1), window)
   >>> is_first = jnp.zeros((B, L), bool).at[:, 0].set(True)
-  >>> post, prior = wm.observe(params, jax.random.key(2), window.obs, window.action, is_first)
+  >>> post, prior = jax.jit(wm.observe)(params, jax.random.key(2), window.obs, window.action,
+  ...                                    is_first)
   >>> start = jax.tree.map(lambda x: x[:, -1], post)                        # [B, ...]
   >>> policy_fn = lambda key, feat: jnp.zeros((feat.shape[0], 1))
-  >>> states, actions = wm.imagine(params, jax.random.key(3), start, policy_fn, horizon=4)
+  >>> imagine = jax.jit(lambda p, k, s: wm.imagine(p, k, s, policy_fn, horizon=4))
+  >>> states, actions = imagine(params, jax.random.key(3), start)
   >>> wm.features(states).shape, actions.shape                              # [B, H + 1, F]
   ((2, 5, 32), (2, 4, 1))
 

@@ -22,7 +22,7 @@ gradient with the critic as baseline (DreamerV3's choice for all action spaces).
 Example (imagination of a toy model where features drift with the action):
   >>> ac = make_actor_critic(feature_size=2, action_size=1,
   ...                        config=ActorCriticConfig(hidden=16, horizon=5))
-  >>> state = ac.init(jax.random.key(0))
+  >>> state = jax.jit(ac.init)(jax.random.key(0))        # each call jitted, as a user would
   >>> def imagine_fn(key, policy_fn):                   # N = 8 starts, H = 5 steps
   ...   feat, feats, actions = jnp.zeros((8, 2)), [jnp.zeros((8, 2))], []
   ...   for k in jax.random.split(key, 5):
@@ -32,8 +32,9 @@ Example (imagination of a toy model where features drift with the action):
   ...   feats, actions = jnp.stack(feats, 1), jnp.stack(actions, 1)
   ...   return Imagined(feat=feats, action=actions, reward=feats[:, 1:, 0],
   ...                   cont=jnp.ones((8, 5)))
-  >>> state, metrics = ac.update(state, jax.random.key(1), imagine_fn)
-  >>> action = ac.act(state.actor, jax.random.key(2), jnp.zeros((3, 2)))   # [..., A]
+  >>> update = jax.jit(lambda s, k: ac.update(s, k, imagine_fn))
+  >>> state, metrics = update(state, jax.random.key(1))
+  >>> action = jax.jit(ac.act)(state.actor, jax.random.key(2), jnp.zeros((3, 2)))   # [..., A]
   >>> action.shape, bool(jnp.all(jnp.abs(action) <= 1.0))
   ((3, 1), True)
 """
