@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
       rows.append(dict(dataset=dataset, algo=algo, epochs=cfg.epochs,
                        updates=cfg.epochs * cfg.epoch_length, seeds=a.seeds,
                        score_mean=float(s.mean()), score_min=float(s.min()),
-                       score_max=float(s.max()), return_mean=float(r.mean()),
+                       score_max=float(s.max()), score_per_seed=s.tolist(),
+                       diagnostics={k: float(np.mean(h[k])) for k in h
+                                    if k.startswith("morec/") or k == "rollout/mean_length"},
+                       return_mean=float(r.mean()),
                        behaviour_return=b["return"], behaviour_score=b["normalized_score"],
                        wall_s=wall, preset="paper" if a.paper else "quick",
                        config=json.loads(json.dumps(dataclasses.asdict(cfg), default=repr))))
