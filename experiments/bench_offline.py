@@ -5,6 +5,8 @@ dataset's own behaviour score, as a printed table and a JSON file.
   python experiments/bench_offline.py --datasets pendulum-medium pendulum-medium-replay \\
       --algos mopo mobile morel bc --epochs 20 --seeds 2 --out runs/bench_offline.json
   python experiments/bench_offline.py --datasets hopper-medium-replay --paper   # paper settings
+  python experiments/bench_offline.py --datasets pendulum-medium-replay --seeds 3 \
+      --algos mopo morec-mopo mobile morec-mobile                 # MOREC beside its base
 
 Each cell is one `mbrl_jax.run.train` call (seeds vmapped): the quick preset of the algorithm
 (or, with --paper, OfflineRL-Kit's per-dataset setting, `offline.preset_for`) on the dataset,
@@ -34,12 +36,20 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import benchlib  # noqa: E402
 
 
+MOREC = {"morec-mopo": "mopo", "morec-mobile": "mobile"}   # MOREC's filter on the base method
+
+
 def config_for(algo: str, dataset: str, a: argparse.Namespace) -> offline.Config:
+  base = MOREC.get(algo, algo)
   if a.paper:
-    cfg = offline.preset_for(algo, dataset)
+    cfg = offline.preset_for(base, dataset)
+    if algo in MOREC:
+      cfg = dataclasses.replace(cfg, morec=offline.dr_lib.MorecConfig(enabled=True))
   else:
-    cfg = dataclasses.replace(offline.PRESETS["quick" if algo == "mopo" else f"quick_{algo}"],
-                              dataset=dataset)
+    name = "quick" if base == "mopo" else f"quick_{base}"
+    if algo in MOREC:
+      name = "quick_morec" if base == "mopo" else "quick_morec_mobile"
+    cfg = dataclasses.replace(offline.PRESETS[name], dataset=dataset)
   over = {"dataset_size": a.size, "dataset_seed": a.dataset_seed}
   if a.epochs:
     over["epochs"] = a.epochs
@@ -52,7 +62,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--datasets", nargs="+", default=["pendulum-medium-replay", "pendulum-medium"])
-  p.add_argument("--algos", nargs="+", default=["mopo", "mobile", "morel", "bc"])
+  p.add_argument("--algos", nargs="+", default=["mopo", "mobile", "morel", "bc"],
+                 help="mopo, mobile, morel, bc, morec-mopo, morec-mobile")
   p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: preset's)")
   p.add_argument("--seeds", type=int, default=1)
   p.add_argument("--last", type=int, default=3, help="epochs averaged for the score")
@@ -79,7 +90,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
       rows.append(dict(dataset=dataset, algo=algo, epochs=cfg.epochs,
                        updates=cfg.epochs * cfg.epoch_length, seeds=a.seeds,
                        score_mean=float(s.mean()), score_min=float(s.min()),
-                       score_max=float(s.max()), return_mean=float(r.mean()),
+                       score_max=float(s.max()), score_per_seed=s.tolist(),
+                       diagnostics={k: float(np.mean(h[k])) for k in h
+                                    if k.startswith("morec/") or k == "rollout/mean_length"},
+                       return_mean=float(r.mean()),
                        behaviour_return=b["return"], behaviour_score=b["normalized_score"],
                        wall_s=wall, preset="paper" if a.paper else "quick",
                        config=json.loads(json.dumps(dataclasses.asdict(cfg), default=repr))))

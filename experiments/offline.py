@@ -1,9 +1,13 @@
-"""Run an offline algorithm (MOPO, MOBILE, MOReL, BC) on a dataset: every config field on the
-command line, N seeds vmapped in one compiled call per epoch.
+"""Run an offline algorithm (MOPO, MOBILE, MOReL, BC, and MOREC's filter on MOPO or MOBILE) on
+a dataset: every config field on the command line, N seeds vmapped in one compiled call per
+epoch.
 
   python experiments/offline.py --preset quick --out runs/offline_quick              # MOPO
   python experiments/offline.py --preset quick --algo mobile --penalty-coef 0.5
   python experiments/offline.py --preset quick_bc --seeds 3
+  python experiments/offline.py --preset quick_morec --seeds 3                     # MOREC-MOPO
+  python experiments/offline.py --preset quick_morec_mobile --seeds 3            # MOREC-MOBILE
+  python experiments/offline.py --preset quick --morec.enabled --morec.num-candidates 20
   python experiments/offline.py --preset mopo_hopper-medium-replay --epochs 100
   python experiments/offline.py --algo mopo --dataset ~/d4rl/hopper_medium_replay-v2.hdf5 \\
       --env hopper                                # a user's own D4RL file (or a Minari folder)
@@ -38,7 +42,8 @@ def parse(argv: list[str]) -> run_cli.RunArgs[offline.Config]:
 def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   args = parse(sys.argv[1:] if argv is None else argv)
   config = args.config
-  name = f"offline_{config.algo}"
+  label = ("MOREC-" if config.morec.enabled else "") + config.algo.upper()
+  name = f"offline_{'morec_' if config.morec.enabled else ''}{config.algo}"
   ds_name = config.dataset.rstrip("/").split("/")[-1]
   datasets.ensure(config.dataset, size=config.dataset_size, seed=config.dataset_seed,
                   sac_steps=config.sac_steps)   # the algorithm only reads it
@@ -57,9 +62,9 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
             f"{wall:.1f} s")
 
   history = run.execute(
-      offline.make(config), title=f"{config.algo.upper()} {ds_name}", line_fn=line,
+      offline.make(config), title=f"{label} {ds_name}", line_fn=line,
       x="updates", y="eval/normalized_score",
-      header=f"{config.algo.upper()} on {config.dataset}: preset {args.preset}, seeds "
+      header=f"{label} on {config.dataset}: preset {args.preset}, seeds "
              f"{run.seeds}, {config.epochs} epochs of {config.epoch_length} updates")
   last = history["eval/return"][-1]
   print(f"final eval return per seed: {np.round(np.atleast_1d(last), 1).tolist()}; normalised "

@@ -470,6 +470,7 @@ def branched_rollout(
     start_obs: jax.Array,
     length: jax.Array | int,
     buffer: buffer_lib.BufferState,
+    halt_fn: Callable[[jax.Array, jax.Array, jax.Array], jax.Array] | None = None,
 ) -> tuple[buffer_lib.BufferState, RolloutStats]:
   """Model rollouts of `length` (k) steps from the rows of `start_obs`, written into `buffer`.
 
@@ -492,6 +493,8 @@ def branched_rollout(
     length: k, steps per rollout (traced is fine).
     buffer: a `Transition` buffer (`mbrl_jax.data`); rows past its capacity overwrite the
       oldest (ring).
+    halt_fn: optional `(obs, action, next_obs) -> [N] bool`: where True the step is not
+      written and the row's rollout ends there (not a terminal state; MOREC's filter).
 
   Returns:
     (buffer with the valid transitions appended, RolloutStats).
@@ -511,6 +514,8 @@ def branched_rollout(
     out = predict(k_model, obs, action)
     done = termination_fn(obs, action, out.next_obs).astype(jnp.float32)
     valid = alive & (t < length)
+    if halt_fn is not None:
+      valid = valid & ~halt_fn(obs, action, out.next_obs).astype(bool)
     reward = out.reward.astype(jnp.float32)
     tr = Transition(obs=obs, action=action, reward=reward, next_obs=out.next_obs,
                     terminated=done, truncated=jnp.zeros((n,)))

@@ -32,6 +32,13 @@ The algorithms differ only in where the pessimism enters:
   pessimistic MDP keeps before the HALT (ours is slightly more pessimistic). The policy
   learner is the same SAC (the paper used NPG).
 - BC: the SAC actor's mean action trained by MSE on the dataset's actions.
+- MOREC (Luo et al. 2024, "Reward-Consistent Dynamics Models are Strongly Generalizable for
+  Offline Reinforcement Learning"), `Config.morec` enabled on MOPO or MOBILE (MOREC-MOPO,
+  MOREC-MOBILE): init also trains a dynamics reward d(s, a, s') by adversarial IRL after the
+  ensemble fit (`mbrl_jax.models.dynamics_reward`, where the choices it makes are listed);
+  each rollout step draws `morec.num_candidates` next states from the ensemble per row and
+  keeps the one d scores highest (its predicted reward with it), and a row's rollout stops
+  where that best d is below the threshold. The MOPO or MOBILE penalty is unchanged.
 
 Defaults follow OfflineRL-Kit (yihaosun1124/OfflineRL-Kit at e3ce697, `run_example/
 run_mopo.py`, `run_mobile.py`, `offlinerlkit/dynamics/ensemble_dynamics.py`): actor lr 1e-4,
@@ -75,6 +82,7 @@ from mbrl_jax import tree
 from mbrl_jax.algorithms import mbpo
 from mbrl_jax.algorithms.base import Algorithm
 from mbrl_jax.data import offline as offline_data
+from mbrl_jax.models import dynamics_reward as dr_lib
 from mbrl_jax.policies import sac as sac_lib
 from mbrl_jax.types import PRNGKey, Transition
 
@@ -120,6 +128,7 @@ class Config:
     model: the dynamics ensemble (MBPO's).
     fit: its fit, done once in init.
     sac: the SAC learner (BC uses its actor network, actor_lr and batch_size).
+    morec: MOREC's dynamics reward and rollout filter (MOPO and MOBILE; off by default).
   """
 
   algo: str = "mopo"
@@ -144,6 +153,7 @@ class Config:
   model: mbpo.ModelConfig = mbpo.ModelConfig()
   fit: models.FitConfig = OFFLINE_FIT
   sac: mbpo.SACConfig = mbpo.SACConfig(actor_lr=1e-4, critic_lr=3e-4, alpha_lr=1e-4)
+  morec: dr_lib.MorecConfig = dr_lib.MorecConfig()
 
   def __post_init__(self):
     checks.one_of(self, "algo", ALGOS)
@@ -162,6 +172,11 @@ class Config:
     if self.algo == "mobile" and self.model.num_elites < 2:
       checks.fail(self, "model", f"MOBILE's penalty is a standard deviation across elites: "
                   f"needs num_elites >= 2, got {self.model.num_elites}")
+    if self.morec.enabled and self.algo not in ("mopo", "mobile"):
+      checks.fail(self, "morec", f"filters MOPO's or MOBILE's rollouts, not {self.algo!r}'s")
+    if self.morec.enabled and self.morec.holdout_rows >= self.dataset_size:
+      checks.fail(self, "morec", f"holdout_rows ({self.morec.holdout_rows}) must be below "
+                  f"dataset_size ({self.dataset_size})")
     if self.algo != "bc" and self.rollout_batch < self.model.num_elites:
       checks.fail(self, "rollout_batch", f"must be >= model.num_elites "
                   f"({self.model.num_elites}), got {self.rollout_batch}")
@@ -244,6 +259,7 @@ class State(NamedTuple):
     epoch: epochs completed.                                        # [] int32
     model_holdout_mse: holdout MSE of the fit, mean over members.    # []
     morel_threshold: MOReL's unknown-state threshold (0 otherwise).  # []
+    dynamics_reward: MOREC's trained dynamics reward (None without MOREC).
   """
 
   real: buffer_lib.BufferState
@@ -254,6 +270,7 @@ class State(NamedTuple):
   epoch: jax.Array
   model_holdout_mse: jax.Array
   morel_threshold: jax.Array
+  dynamics_reward: dr_lib.DynamicsRewardParams | None = None
 
 
 class Parts(NamedTuple):
@@ -264,6 +281,7 @@ class Parts(NamedTuple):
   ensemble: models.Ensemble | None
   trainer: models.Trainer | None
   termination_fn: Callable
+  dynamics_reward: dr_lib.DynamicsReward | None = None
 
 
 def load_dataset(config: Config) -> offline_data.Dataset:
@@ -292,7 +310,8 @@ def make_parts(config: Config, dataset: offline_data.Dataset | None = None) -> P
       num_elites=m.num_elites, hidden_sizes=m.hidden_sizes, activation=m.activation,
       probabilistic=True, predict_reward=True, learn_logvar_bounds=m.learn_logvar_bounds)
   return Parts(env, env_name, ds, sac, ens, models.make_trainer(ens, config.fit),
-               envs.get_task_fns(env_name).termination_fn)
+               envs.get_task_fns(env_name).termination_fn,
+               dr_lib.make(config.morec, ens) if config.morec.enabled else None)
 
 
 def _init(parts: Parts, config: Config, key: PRNGKey) -> State:
@@ -319,10 +338,14 @@ def _init(parts: Parts, config: Config, key: PRNGKey) -> State:
     out = parts.ensemble.apply(params, rows.obs, rows.action)
     threshold = config.morel_threshold_scale * jnp.max(
         morel_disagreement(out, env.observation_size))
+  dyn_reward = None
+  if parts.dynamics_reward is not None:
+    dyn_reward = parts.dynamics_reward.train(jax.random.fold_in(thr_key, 1), params, real.data,
+                                             config.morec.holdout_rows)
   return State(real=real, model_buffer=buffer_lib.init(config.model_capacity, example),
                model=params, sac=sac_state, key=key, epoch=jnp.zeros((), jnp.int32),
                model_holdout_mse=jnp.mean(fit_metrics.best_holdout_mse),
-               morel_threshold=threshold)
+               morel_threshold=threshold, dynamics_reward=dyn_reward)
 
 
 def _evaluate(parts: Parts, config: Config, params: sac_lib.SACParams, key: PRNGKey):
@@ -347,6 +370,14 @@ def make_step(config: Config, parts: Parts) -> Callable[[State], tuple[State, di
   halt_reward = float((np.min(parts.dataset.arrays["rewards"]) - config.morel_kappa)
                       / (1.0 - gamma))
   bc_opt = optax.adam(config.sac.actor_lr)
+  morec = parts.dynamics_reward
+
+  def morec_step(drp, params, key, obs, action) -> models.ModelStep:
+    """MOREC's filter: of N ensemble samples per row, the one the dynamics reward prefers."""
+    cand = dr_lib.draw_candidates(ens, params, key, obs, action, config.morec.num_candidates)
+    scores = morec.score(drp, obs[None], action[None], cand.next_obs)         # [C, N]
+    next_obs, _, _, reward = dr_lib.select(scores, cand.next_obs, cand.reward)
+    return models.ModelStep(next_obs=next_obs, reward=reward)
 
   def bc_update(real: buffer_lib.BufferState, sac_state: sac_lib.SACState, k: PRNGKey):
     batch = buffer_lib.sample(real, k, B)
@@ -368,7 +399,10 @@ def make_step(config: Config, parts: Parts) -> Callable[[State], tuple[State, di
     start = buffer_lib.sample(state.real, k_start, config.rollout_batch).obs
 
     def predict(kk, obs, action):
-      out = ens.predict(params, kk, obs, action, mode="ts1")
+      if morec is not None:
+        out = morec_step(state.dynamics_reward, params, kk, obs, action)
+      else:
+        out = ens.predict(params, kk, obs, action, mode="ts1")
       if algo == "mopo":
         u = mopo_penalty(ens.apply(params, obs, action), O, config.uncertainty)
         return out._replace(reward=out.reward - config.penalty_coef * u)
@@ -384,8 +418,12 @@ def make_step(config: Config, parts: Parts) -> Callable[[State], tuple[State, di
         return morel_halt(jnp.zeros(obs.shape[0]), parts.termination_fn(obs, action, next_obs),
                           unknown, halt_reward)[1]
     policy = lambda kk, obs: sac.act(state.sac.params, obs, kk)
+    halt = None
+    if morec is not None and config.morec.threshold_quantile > 0:
+      halt = lambda obs, action, next_obs: morec.score(
+          state.dynamics_reward, obs, action, next_obs) < state.dynamics_reward.threshold
     buf, stats = mbpo.branched_rollout(predict, policy, term, k_roll, start,
-                                       config.rollout_length, state.model_buffer)
+                                       config.rollout_length, state.model_buffer, halt)
     m = {"rollout/transitions": stats.transitions,
          "rollout/mean_length": stats.transitions / config.rollout_batch,
          "rollout/reward": stats.reward_sum / jnp.maximum(stats.transitions, 1)}
@@ -446,6 +484,11 @@ def make_step(config: Config, parts: Parts) -> Callable[[State], tuple[State, di
       sac_state, aux = jax.lax.scan(sac_update(state), state.sac,
                                     jax.random.split(k_upd, config.epoch_length))
       metrics["model/holdout_mse"] = state.model_holdout_mse
+      if morec is not None:
+        d = state.dynamics_reward
+        metrics.update({"morec/real_score": d.real_score, "morec/model_score": d.model_score,
+                        "morec/perturbed_score": d.perturbed_score,
+                        "morec/accuracy": d.accuracy, "morec/threshold": d.threshold})
       metrics["rollout/buffer_size"] = state.model_buffer.size
     returns = _evaluate(parts, config, sac_state.params, k_eval)
     prefix = "bc" if algo == "bc" else "sac"
@@ -470,7 +513,8 @@ def make(config: Config) -> Algorithm:
   `config.epochs` epochs. The history holds, per epoch: "eval/return" (min / max beside it),
   "eval/normalized_score", "updates", the sac/ (or bc/), rollout/ and model/ metrics."""
   parts = make_parts(config)
-  return Algorithm(name=f"offline_{config.algo}", unit="epoch", config=config,
+  name = f"offline_{'morec_' if config.morec.enabled else ''}{config.algo}"
+  return Algorithm(name=name, unit="epoch", config=config,
                    init=lambda k: (_init(parts, config, k), {}),
                    step=make_step(config, parts), num_chunks=config.epochs,
                    nonfinite={"nonfinite/sac": "the SAC (or BC) parameters"})
@@ -522,17 +566,29 @@ _QUICK = dict(dataset="pendulum-medium-replay", epochs=10, epoch_length=500, eva
               rollout_batch=1000, rollout_length=5, retain_epochs=5, real_ratio=0.5,
               model=_QUICK_MODEL, fit=_QUICK_FIT, sac=_QUICK_SAC, dataset_size=10_000)
 
+# MOREC at the quick presets' scale: a smaller discriminator, fewer updates (not a paper
+# setting; the paper's values for the dynamics reward's fit are not given in its text).
+_QUICK_MOREC = dr_lib.MorecConfig(enabled=True, hidden_sizes=(64, 64), iterations=1000,
+                                  batch_size=128, holdout_rows=250)
+
 PRESETS: dict[str, Config] = {
     # Minutes on a 2-core CPU: our pendulum, small networks (not a paper setting).
     "quick": Config(algo="mopo", penalty_coef=1.0, **_QUICK),
     "quick_mobile": Config(algo="mobile", penalty_coef=0.5, mobile_samples=4, **_QUICK),
     "quick_morel": Config(algo="morel", **_QUICK),
     "quick_bc": Config(algo="bc", **_QUICK),
+    "quick_morec": Config(algo="mopo", penalty_coef=1.0, morec=_QUICK_MOREC, **_QUICK),
+    "quick_morec_mobile": Config(algo="mobile", penalty_coef=0.5, mobile_samples=4,
+                                 morec=_QUICK_MOREC, **_QUICK),
     # OfflineRL-Kit's settings on the Brax datasets (hours to days on a CPU).
     **{f"{algo}_{name}": preset_for(algo, name)
        for algo in ("mopo", "mobile") for name in ("hopper-medium", "hopper-medium-replay",
                                                    "halfcheetah-medium",
                                                    "walker2d-medium-replay")},
+    **{f"morec_{algo}_{name}": preset_for(algo, name, morec=dr_lib.MorecConfig(enabled=True))
+       for algo in ("mopo", "mobile") for name in ("hopper-medium", "hopper-medium-replay",
+                                                   "halfcheetah-medium",
+                                                   "halfcheetah-medium-replay")},
     "morel_hopper-medium": preset_for("morel", "hopper-medium"),
     "bc_hopper-medium": preset_for("bc", "hopper-medium"),
 }
