@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--datasets", nargs="+", default=["pendulum-medium-replay", "pendulum-medium"])
-  p.add_argument("--algos", nargs="+", default=["mopo", "mobile", "morel", "bc"])
+  p.add_argument("--algos", nargs="+", default=["mopo", "mobile", "morel", "combo", "rambo", "bc"])
   p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: preset's)")
   p.add_argument("--seeds", type=int, default=1)
   p.add_argument("--last", type=int, default=3, help="epochs averaged for the score")
