@@ -1,5 +1,5 @@
-"""Offline model-based RL on a fixed dataset: MOPO, MOBILE, MOReL, and behaviour cloning,
-one compiled call per epoch, seeds vmapped.
+"""Offline model-based RL on a fixed dataset: MOPO, MOBILE, MOReL, COMBO, RAMBO and behaviour
+cloning, one compiled call per epoch, seeds vmapped.
 
 Shared by the three model-based ones (MBPO's pieces, not copies: `mbpo.ModelConfig`'s
 ensemble, `models.make_trainer`'s fit, `mbpo.branched_rollout`, `mbpo.sac_batch` and the SAC
@@ -31,6 +31,22 @@ The algorithms differ only in where the pessimism enters:
   1 (`morel_halt`); that replaces the unknown step's own reward r(s, a), which the paper's
   pessimistic MDP keeps before the HALT (ours is slightly more pessimistic). The policy
   learner is the same SAC (the paper used NPG).
+- COMBO (Yu et al. 2021, "COMBO: Conservative Offline Model-Based Policy Optimization"): no
+  reward penalty; the critics' loss gains beta * (T * mean_s logsumexp_a Q(s, a) / T - mean
+  Q(s, a) on the data) per critic (`cql_penalty`), the soft-max over R actions from pi(.|s),
+  R from pi(.|s') and R uniform ones at each of the batch's states (real and model rows,
+  `cql_states="mix"`, OfflineRL-Kit's default; "model": the model rows only), each Q less the
+  log density of its proposal (CQL's importance-sampled estimate); the data term over the
+  batch's real rows. Passed to SAC as its `extra_loss`, the actor held constant.
+- RAMBO (Rigter et al. 2022, "RAMBO-RL: Robust Adversarial Model-Based Offline Reinforcement
+  Learning"): the policy is behaviour-cloned first (`bc_pretrain_epochs`); before each epoch's
+  rollouts the model takes `rambo_adv_steps` Adam steps on `rambo_model_loss`: the data NLL
+  plus lambda * mean(log p(s', r | s, a) * A(s, a, s', r)), (s', r) sampled from a random
+  elite along short model rollouts of the current policy, log p under the elites' equal
+  mixture (`rambo_log_prob`), A = r + gamma Q(s', pi(s')) - Q(s, a) standardised
+  (`rambo_advantage`, the current critics, the deterministic policy at s', no entropy term):
+  a policy-gradient step that makes transitions good for the policy less likely. lambda = 0
+  is plain model training on the data.
 - BC: the SAC actor's mean action trained by MSE on the dataset's actions.
 
 Defaults follow OfflineRL-Kit (yihaosun1124/OfflineRL-Kit at e3ce697, `run_example/
@@ -43,6 +59,22 @@ lambda is 2.5 and h = 1, per-dataset values in `PRESETS`); MOBILE 10 samples, be
 Differences kept: our SAC's backup includes the entropy term (MOBILE's config uses a
 deterministic backup) and does not clamp targets at 0; OfflineRL-Kit's MOPO aleatoric
 penalty takes all 7 members, so does ours.
+
+COMBO (`run_combo.py`, `policy/model_based/combo.py`): beta 5.0 by default, per-dataset
+values and h in `COMBO_SETTINGS`; T 1, R 10, real_ratio 0.5, no Lagrange tuning of beta,
+3 x 256 actor and critics, 1000 epochs. Differences: our backup keeps the entropy term (theirs
+is deterministic), no cosine decay of the actor's step size, and the soft-max runs over all
+3R actions of a state: their code concatenates [B R, 1] tensors along axis 1 (its reshape is
+not in place), so each soft-max there is over 3 values, one of each kind.
+RAMBO (`run_rambo.py`, `policy/model_based/rambo.py`): lambda 3e-4 (0 on some datasets, see
+`RAMBO_SETTINGS`), 1000 adversarial steps of 256 rows every 1000 SAC updates along rollouts
+of 5, Adam 3e-4 with the fit's weight decay, real_ratio 0.5, 50 BC epochs, 2000 epochs.
+Differences: our rollouts for SAC are made once per epoch (theirs every 250 updates), the
+adversarial steps come before the epoch's rollouts (theirs after the epoch's updates, i.e.
+before the next rollouts), the BC loss is on tanh(mean) (theirs on a sampled action), the
+supervised loss's log-variance bound penalty is our ensemble's (0.01, only with learnable
+bounds; theirs 0.001), and our policy's inputs are not standardised unless
+`sac.normalize_observations`.
 
 Datasets are read, never made, here: a generated "<env>-<kind>" set must be in the cache
 first (`generate` in run/datasets.py, or experiments/make_dataset.py; experiments/offline.py
