@@ -4,6 +4,7 @@ dataset's own behaviour score, as a printed table and a JSON file.
   python experiments/bench_offline.py                                # pendulum, quick presets
   python experiments/bench_offline.py --datasets pendulum-medium pendulum-medium-replay \\
       --algos mopo mobile morel bc --epochs 20 --seeds 2 --out runs/bench_offline.json
+  python experiments/bench_offline.py --algos mopo combo rambo --seeds 3   # COMBO, RAMBO
   python experiments/bench_offline.py --datasets hopper-medium-replay --paper   # paper settings
 
 Each cell is one `mbrl_jax.run.train` call (seeds vmapped): the quick preset of the algorithm
