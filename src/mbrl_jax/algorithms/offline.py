@@ -32,7 +32,7 @@ The algorithms differ only in where the pessimism enters:
   pessimistic MDP keeps before the HALT (ours is slightly more pessimistic). The policy
   learner is the same SAC (the paper used NPG).
 - COMBO (Yu et al. 2021, "COMBO: Conservative Offline Model-Based Policy Optimization"): no
-  reward penalty; the critics' loss gains beta * (T * mean_s logsumexp_a Q(s, a) / T - mean
+  reward penalty; the critics' loss gains beta * (T * mean_s logsumexp_a (Q(s, a) / T) - mean
   Q(s, a) on the data) per critic (`cql_penalty`), the soft-max over R actions from pi(.|s),
   R from pi(.|s') and R uniform ones at each of the batch's states (real and model rows,
   `cql_states="mix"`, OfflineRL-Kit's default; "model": the model rows only), each Q less the
