@@ -4,6 +4,7 @@ dataset's own behaviour score, as a printed table and a JSON file.
   python experiments/bench_offline.py                                # pendulum, quick presets
   python experiments/bench_offline.py --datasets pendulum-medium pendulum-medium-replay \\
       --algos mopo mobile morel bc --epochs 20 --seeds 2 --out runs/bench_offline.json
+  python experiments/bench_offline.py --algos mopo combo rambo --seeds 3   # COMBO, RAMBO
   python experiments/bench_offline.py --datasets hopper-medium-replay --paper   # paper settings
   python experiments/bench_offline.py --datasets pendulum-medium-replay --seeds 3 \
       --algos mopo morec-mopo mobile morec-mobile                 # MOREC beside its base
@@ -62,8 +63,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--datasets", nargs="+", default=["pendulum-medium-replay", "pendulum-medium"])
-  p.add_argument("--algos", nargs="+", default=["mopo", "mobile", "morel", "bc"],
-                 help="mopo, mobile, morel, bc, morec-mopo, morec-mobile")
+  p.add_argument("--algos", nargs="+", default=["mopo", "mobile", "morel", "combo", "rambo", "bc"],
+                 help="mopo, mobile, morel, combo, rambo, bc, morec-mopo, morec-mobile")
   p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: preset's)")
   p.add_argument("--seeds", type=int, default=1)
   p.add_argument("--last", type=int, default=3, help="epochs averaged for the score")

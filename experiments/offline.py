@@ -1,6 +1,6 @@
-"""Run an offline algorithm (MOPO, MOBILE, MOReL, BC, and MOREC's filter on MOPO or MOBILE) on
-a dataset: every config field on the command line, N seeds vmapped in one compiled call per
-epoch.
+"""Run an offline algorithm (MOPO, MOBILE, MOReL, COMBO, RAMBO, BC, and MOREC's filter on MOPO
+or MOBILE) on a dataset: every config field on the command line, N seeds vmapped in one
+compiled call per epoch.
 
   python experiments/offline.py --preset quick --out runs/offline_quick              # MOPO
   python experiments/offline.py --preset quick --algo mobile --penalty-coef 0.5
@@ -8,6 +8,8 @@ epoch.
   python experiments/offline.py --preset quick_morec --seeds 3                     # MOREC-MOPO
   python experiments/offline.py --preset quick_morec_mobile --seeds 3            # MOREC-MOBILE
   python experiments/offline.py --preset quick --morec.enabled --morec.num-candidates 20
+  python experiments/offline.py --preset quick_combo --seeds 3            # --algo combo|rambo
+  python experiments/offline.py --preset quick_rambo --penalty-coef 0    # RAMBO, lambda = 0
   python experiments/offline.py --preset mopo_hopper-medium-replay --epochs 100
   python experiments/offline.py --algo mopo --dataset ~/d4rl/hopper_medium_replay-v2.hdf5 \\
       --env hopper                                # a user's own D4RL file (or a Minari folder)

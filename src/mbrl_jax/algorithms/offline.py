@@ -1,5 +1,5 @@
-"""Offline model-based RL on a fixed dataset: MOPO, MOBILE, MOReL, and behaviour cloning,
-one compiled call per epoch, seeds vmapped.
+"""Offline model-based RL on a fixed dataset: MOPO, MOBILE, MOReL, COMBO, RAMBO and behaviour
+cloning, one compiled call per epoch, seeds vmapped.
 
 Shared by the three model-based ones (MBPO's pieces, not copies: `mbpo.ModelConfig`'s
 ensemble, `models.make_trainer`'s fit, `mbpo.branched_rollout`, `mbpo.sac_batch` and the SAC
@@ -31,6 +31,22 @@ The algorithms differ only in where the pessimism enters:
   1 (`morel_halt`); that replaces the unknown step's own reward r(s, a), which the paper's
   pessimistic MDP keeps before the HALT (ours is slightly more pessimistic). The policy
   learner is the same SAC (the paper used NPG).
+- COMBO (Yu et al. 2021, "COMBO: Conservative Offline Model-Based Policy Optimization"): no
+  reward penalty; the critics' loss gains beta * (T * mean_s logsumexp_a (Q(s, a) / T) - mean
+  Q(s, a) on the data) per critic (`cql_penalty`), the soft-max over R actions from pi(.|s),
+  R from pi(.|s') and R uniform ones at each of the batch's states (real and model rows,
+  `cql_states="mix"`, OfflineRL-Kit's default; "model": the model rows only), each Q less the
+  log density of its proposal (CQL's importance-sampled estimate); the data term over the
+  batch's real rows. Passed to SAC as its `extra_loss`, the actor held constant.
+- RAMBO (Rigter et al. 2022, "RAMBO-RL: Robust Adversarial Model-Based Offline Reinforcement
+  Learning"): the policy is behaviour-cloned first (`bc_pretrain_epochs`); before each epoch's
+  rollouts the model takes `rambo_adv_steps` Adam steps on `rambo_model_loss`: the data NLL
+  plus lambda * mean(log p(s', r | s, a) * A(s, a, s', r)), (s', r) sampled from a random
+  elite along short model rollouts of the current policy, log p under the elites' equal
+  mixture (`rambo_log_prob`), A = r + gamma Q(s', pi(s')) - Q(s, a) standardised
+  (`rambo_advantage`, the current critics, the deterministic policy at s', no entropy term):
+  a policy-gradient step that makes transitions good for the policy less likely. lambda = 0
+  is plain model training on the data.
 - BC: the SAC actor's mean action trained by MSE on the dataset's actions.
 - MOREC (Luo et al. 2024, "Reward-Consistent Dynamics Models are Strongly Generalizable for
   Offline Reinforcement Learning"), `Config.morec` enabled on MOPO or MOBILE (MOREC-MOPO,
@@ -50,6 +66,22 @@ lambda is 2.5 and h = 1, per-dataset values in `PRESETS`); MOBILE 10 samples, be
 Differences kept: our SAC's backup includes the entropy term (MOBILE's config uses a
 deterministic backup) and does not clamp targets at 0; OfflineRL-Kit's MOPO aleatoric
 penalty takes all 7 members, so does ours.
+
+COMBO (`run_combo.py`, `policy/model_based/combo.py`): beta 5.0 by default, per-dataset
+values and h in `COMBO_SETTINGS`; T 1, R 10, real_ratio 0.5, no Lagrange tuning of beta,
+3 x 256 actor and critics, 1000 epochs. Differences: our backup keeps the entropy term (theirs
+is deterministic), no cosine decay of the actor's step size, and the soft-max runs over all
+3R actions of a state: their code concatenates [B R, 1] tensors along axis 1 (its reshape is
+not in place), so each soft-max there is over 3 values, one of each kind.
+RAMBO (`run_rambo.py`, `policy/model_based/rambo.py`): lambda 3e-4 (0 on some datasets, see
+`RAMBO_SETTINGS`), 1000 adversarial steps of 256 rows every 1000 SAC updates along rollouts
+of 5, Adam 3e-4 with the fit's weight decay, real_ratio 0.5, 50 BC epochs, 2000 epochs.
+Differences: our rollouts for SAC are made once per epoch (theirs every 250 updates), the
+adversarial steps come before the epoch's rollouts (theirs after the epoch's updates, i.e.
+before the next rollouts), the BC loss is on tanh(mean) (theirs on a sampled action), the
+supervised loss's log-variance bound penalty is our ensemble's (0.01, only with learnable
+bounds; theirs 0.001), and our policy's inputs are not standardised unless
+`sac.normalize_observations`.
 
 Datasets are read, never made, here: a generated "<env>-<kind>" set must be in the cache
 first (`generate` in run/datasets.py, or experiments/make_dataset.py; experiments/offline.py
@@ -83,10 +115,13 @@ from mbrl_jax.algorithms import mbpo
 from mbrl_jax.algorithms.base import Algorithm
 from mbrl_jax.data import offline as offline_data
 from mbrl_jax.models import dynamics_reward as dr_lib
+from mbrl_jax.models import normalizer as norm_lib
+from mbrl_jax.models import training as model_training
 from mbrl_jax.policies import sac as sac_lib
 from mbrl_jax.types import PRNGKey, Transition
 
-ALGOS = ("mopo", "mobile", "morel", "bc")
+ALGOS = ("mopo", "mobile", "morel", "combo", "rambo", "bc")
+CQL_STATES = ("mix", "model")
 UNCERTAINTIES = ("aleatoric", "disagreement")
 
 # OfflineRL-Kit's dynamics fit (`EnsembleDynamics.train`): Adam 1e-3, MBPO's per-layer decay,
@@ -103,7 +138,7 @@ class Config:
   """An offline run.
 
   Attributes:
-    algo: "mopo", "mobile", "morel" or "bc".
+    algo: "mopo", "mobile", "morel", "combo", "rambo" or "bc".
     dataset: "<env>-<kind>" (a generated set, read from the cache: see
       `mbrl_jax.data.offline.load`), a D4RL HDF5 file or a Minari dataset folder.
     env: the env to evaluate on (None: the dataset's own; a file without one needs it).
@@ -118,13 +153,27 @@ class Config:
     rollout_length: h, model steps per rollout.
     rollout_batch: rollouts started each epoch.
     retain_epochs: epochs of model rollouts SAC samples from.
-    penalty_coef: MOPO's lambda or MOBILE's beta.
+    penalty_coef: MOPO's lambda, MOBILE's beta, COMBO's CQL weight beta or RAMBO's
+      adversarial weight lambda (0: plain model training).
     uncertainty: MOPO's u(s, a): "aleatoric" (max member std norm) or "disagreement".
     mobile_samples: next-state samples per elite in MOBILE's penalty.
     morel_threshold_scale: MOReL's threshold is this times the largest disagreement on the
       dataset (rows of `morel_threshold_rows` sampled).
     morel_threshold_rows: dataset rows the threshold is measured on.
     morel_kappa: MOReL's halt penalty below the dataset's smallest reward, per step.
+    cql_temperature: COMBO's soft-max temperature T of the CQL term.
+    cql_actions: COMBO's actions per state and kind (policy at s, policy at s', uniform) in
+      the CQL soft-max.
+    cql_states: the states the CQL term pushes Q down on: "mix" (the whole batch, real and
+      model rows, OfflineRL-Kit's default) or "model" (the model rows only).
+    rambo_adv_steps: RAMBO's adversarial model steps before each epoch's rollouts (0: the
+      model stays as fitted).
+    rambo_adv_batch: rows of each adversarial step (rollout rows and supervised rows alike).
+    rambo_adv_rollout_length: the adversarial steps follow model rollouts of this length from
+      dataset states (restarting after it).
+    rambo_adv_lr: Adam step size of the adversarial model updates.
+    bc_pretrain_epochs: RAMBO's policy is first behaviour-cloned for this many passes over
+      the dataset (0: none).
     model: the dynamics ensemble (MBPO's).
     fit: its fit, done once in init.
     sac: the SAC learner (BC uses its actor network, actor_lr and batch_size).
@@ -150,6 +199,14 @@ class Config:
   morel_threshold_scale: float = 1.0
   morel_threshold_rows: int = 10_000
   morel_kappa: float = 10.0
+  cql_temperature: float = 1.0
+  cql_actions: int = 10
+  cql_states: str = "mix"
+  rambo_adv_steps: int = 1000
+  rambo_adv_batch: int = 256
+  rambo_adv_rollout_length: int = 5
+  rambo_adv_lr: float = 3e-4
+  bc_pretrain_epochs: int = 50
   model: mbpo.ModelConfig = mbpo.ModelConfig()
   fit: models.FitConfig = OFFLINE_FIT
   sac: mbpo.SACConfig = mbpo.SACConfig(actor_lr=1e-4, critic_lr=3e-4, alpha_lr=1e-4)
@@ -158,9 +215,15 @@ class Config:
   def __post_init__(self):
     checks.one_of(self, "algo", ALGOS)
     checks.one_of(self, "uncertainty", UNCERTAINTIES)
+    checks.one_of(self, "cql_states", CQL_STATES)
     checks.positive_int(self, "dataset_size", "epochs", "epoch_length", "eval_episodes",
                         "rollout_length", "rollout_batch", "retain_epochs", "mobile_samples",
-                        "morel_threshold_rows")
+                        "morel_threshold_rows", "cql_actions", "rambo_adv_batch",
+                        "rambo_adv_rollout_length")
+    checks.int_at_least(self, "rambo_adv_steps", 0)
+    checks.int_at_least(self, "bc_pretrain_epochs", 0)
+    checks.in_range(self, "cql_temperature", 0.0, low_open=True)
+    checks.in_range(self, "rambo_adv_lr", 0.0, low_open=True)
     if not isinstance(self.dataset_seed, int) or self.dataset_seed < 0:
       checks.fail(self, "dataset_seed", f"must be a non-negative int, got {self.dataset_seed!r}")
     checks.in_range(self, "real_ratio", 0.0, 1.0)
@@ -177,6 +240,13 @@ class Config:
     if self.morec.enabled and self.morec.holdout_rows >= self.dataset_size:
       checks.fail(self, "morec", f"holdout_rows ({self.morec.holdout_rows}) must be below "
                   f"dataset_size ({self.dataset_size})")
+    if self.algo == "combo" and self.cql_states == "model" and self.real_batch >= \
+        self.sac.batch_size:
+      checks.fail(self, "cql_states", f"'model' needs model rows in each batch: real_ratio "
+                  f"{self.real_ratio} leaves none of {self.sac.batch_size}")
+    if self.algo == "combo" and self.real_batch < 1:
+      checks.fail(self, "real_ratio", f"COMBO's CQL term needs dataset rows in each batch: "
+                  f"{self.real_ratio} of {self.sac.batch_size} rounds to none")
     if self.algo != "bc" and self.rollout_batch < self.model.num_elites:
       checks.fail(self, "rollout_batch", f"must be >= model.num_elites "
                   f"({self.model.num_elites}), got {self.rollout_batch}")
@@ -245,6 +315,64 @@ def mobile_penalty(next_obs_samples: jax.Array, q_fn: Callable[[jax.Array], jax.
   return jnp.std(q.mean(0), axis=0, ddof=1)
 
 
+def cql_penalty(q_sampled: jax.Array, q_data: jax.Array, temperature: float = 1.0
+                ) -> jax.Array:
+  """COMBO's (CQL's) conservative term per critic, [C], before the weight beta.
+
+  Args:
+    q_sampled: Q of each critic on the sampled actions at each pushed-down state, already
+      importance-corrected (Q - log density of the action's proposal), [C, N, M].
+    q_data: Q of each critic on the dataset's own state-actions, [C, Nd].
+    temperature: T of the soft-max.
+
+  Returns:
+    T * mean_N logsumexp_M(q_sampled / T) - mean_Nd q_data: the soft maximum of Q at the
+    model's (or mixed) states minus the mean Q on the data.
+  """
+  soft_max = temperature * jax.nn.logsumexp(q_sampled / temperature, axis=-1)     # [C, N]
+  return soft_max.mean(-1) - q_data.mean(-1)
+
+
+def rambo_log_prob(out: models.MemberOutput, elites: jax.Array, y: jax.Array) -> jax.Array:
+  """log p(y | s, a) under the elite mixture, [N]: log mean_k N(y; mu_k, var_k), the density
+  of each row's sampled targets y ([N, D], next-state change and reward) under every elite
+  member's Gaussian (`out`, [E, N, D]) averaged with equal weights (as RAMBO's code does)."""
+  mu, var = out.mean[elites], out.var[elites]                                    # [K, N, D]
+  logp = -0.5 * (jnp.square(y - mu) / var + jnp.log(2 * jnp.pi * var)).sum(-1)   # [K, N]
+  return jax.nn.logsumexp(logp, axis=0) - jnp.log(elites.shape[0])
+
+
+def rambo_advantage(reward: jax.Array, terminated: jax.Array, q_next: jax.Array,
+                    q_now: jax.Array, gamma: float) -> jax.Array:
+  """RAMBO's standardised advantage of a sampled model transition, [N]:
+  A = r + gamma (1 - terminated) Q(s', pi(s')) - Q(s, a), then (A - mean) / (std + 1e-6)."""
+  a = reward + gamma * (1.0 - terminated) * q_next - q_now
+  return (a - a.mean()) / (jnp.std(a, ddof=1) + 1e-6)
+
+
+def rambo_model_loss(ens: models.Ensemble, params: models.EnsembleParams, adv_weight: float,
+                     obs: jax.Array, action: jax.Array, y: jax.Array, advantage: jax.Array,
+                     data: Transition) -> tuple[jax.Array, dict]:
+  """RAMBO's model loss: the data NLL (`ens.loss` summed over members, on `data` [B]) plus
+  `adv_weight` times mean(log p(y | s, a) * A) on the sampled model transitions (obs, action,
+  y, advantage all [N, ...], y and A held constant). Lowering it lowers the likelihood of
+  the samples with a high advantage for the policy and raises that of the low ones: a
+  policy-gradient step of the model against the policy's value. Weight decay is the
+  optimizer's."""
+  E = ens.spec.num_members
+  lp = rambo_log_prob(ens.apply(params, obs, action), params.elites, jax.lax.stop_gradient(y))
+  adv_loss = jnp.mean(lp * jax.lax.stop_gradient(advantage))
+  x = jnp.concatenate([data.obs, data.action], -1).astype(jnp.float32)
+  x = norm_lib.normalize(params.input_norm, x)
+  t = ens.targets(data.obs, data.action, data.reward, data.next_obs)
+  t = norm_lib.normalize(params.output_norm, t)
+  member_loss, _ = ens.loss(params, jnp.broadcast_to(x, (E, *x.shape)),
+                            jnp.broadcast_to(t, (E, *t.shape)), jnp.ones((E, x.shape[0])))
+  sl_loss = member_loss.sum()
+  return adv_weight * adv_loss + sl_loss, {"adv_loss": adv_loss, "sl_loss": sl_loss,
+                                           "log_prob": lp.mean()}
+
+
 # --------------------------------------------------------------------------------------------
 
 class State(NamedTuple):
@@ -260,6 +388,7 @@ class State(NamedTuple):
     model_holdout_mse: holdout MSE of the fit, mean over members.    # []
     morel_threshold: MOReL's unknown-state threshold (0 otherwise).  # []
     dynamics_reward: MOREC's trained dynamics reward (None without MOREC).
+    model_opt: RAMBO's optimizer state of the model's adversarial updates (() otherwise).
   """
 
   real: buffer_lib.BufferState
@@ -271,6 +400,7 @@ class State(NamedTuple):
   model_holdout_mse: jax.Array
   morel_threshold: jax.Array
   dynamics_reward: dr_lib.DynamicsRewardParams | None = None
+  model_opt: Any = ()
 
 
 class Parts(NamedTuple):
@@ -314,14 +444,46 @@ def make_parts(config: Config, dataset: offline_data.Dataset | None = None) -> P
                dr_lib.make(config.morec, ens) if config.morec.enabled else None)
 
 
+def _bc_update(sac: sac_lib.SAC, opt: optax.GradientTransformation, batch_size: int,
+               real: buffer_lib.BufferState, sac_state: sac_lib.SACState, k: PRNGKey):
+  """One behaviour-cloning step of the SAC actor's mean action (MSE to the data's actions)."""
+  batch = buffer_lib.sample(real, k, batch_size)
+
+  def loss(actor):
+    mean, _ = sac.actor_dist(actor, sac.normalize(sac_state.params, batch.obs))
+    return jnp.mean(jnp.square(jnp.tanh(mean) - batch.action))
+
+  l, g = jax.value_and_grad(loss)(sac_state.params.actor)
+  upd, opt_state = opt.update(g, sac_state.actor_opt, sac_state.params.actor)
+  actor = optax.apply_updates(sac_state.params.actor, upd)
+  new = sac_state._replace(params=sac_state.params._replace(actor=actor), actor_opt=opt_state,
+                           steps=sac_state.steps + 1)
+  return new, {"bc_loss": l}
+
+
+def _rambo_optimizer(config: Config) -> optax.GradientTransformation:
+  """RAMBO's model optimizer: Adam at rambo_adv_lr with the fit's weight decay (OfflineRL-Kit
+  adds the same per-layer decay to the adversarial loss)."""
+  return model_training._optimizer(dataclasses.replace(config.fit,
+                                                       learning_rate=config.rambo_adv_lr))
+
+
 def _init(parts: Parts, config: Config, key: PRNGKey) -> State:
   env, ds = parts.env, parts.dataset
   a = ds.arrays
   real = buffer_lib.from_numpy(a["observations"], a["actions"], a["rewards"],
                                a["next_observations"], a["terminals"], a["timeouts"])
-  key, sac_key, model_key, fit_key, thr_key = jax.random.split(key, 5)
+  key, sac_key, model_key, fit_key, thr_key, bc_key = jax.random.split(key, 6)
   sac_state = parts.sac.init(sac_key)
   sac_state = parts.sac.observe(sac_state, real.data.obs)
+  if config.algo == "rambo" and config.bc_pretrain_epochs > 0:
+    # RAMBO starts from a behaviour-cloned policy; SAC's actor optimizer then starts afresh.
+    opt = optax.adam(config.sac.actor_lr)
+    n = max(1, config.bc_pretrain_epochs * ds.size // config.sac.batch_size)
+    bc = functools.partial(_bc_update, parts.sac, opt, config.sac.batch_size, real)
+    sac_state, _ = jax.lax.scan(bc, sac_state, jax.random.split(bc_key, n))
+    sac_state = sac_state._replace(actor_opt=opt.init(sac_state.params.actor),
+                                   steps=jnp.zeros((), jnp.int32))
   example = Transition.zeros((env.observation_size,), env.action_size)
   zero = jnp.zeros((), jnp.float32)
   if parts.ensemble is None:
@@ -342,10 +504,14 @@ def _init(parts: Parts, config: Config, key: PRNGKey) -> State:
   if parts.dynamics_reward is not None:
     dyn_reward = parts.dynamics_reward.train(jax.random.fold_in(thr_key, 1), params, real.data,
                                              config.morec.holdout_rows)
+  model_opt = ()
+  if config.algo == "rambo":
+    model_opt = _rambo_optimizer(config).init(model_training._trainable(params))
   return State(real=real, model_buffer=buffer_lib.init(config.model_capacity, example),
                model=params, sac=sac_state, key=key, epoch=jnp.zeros((), jnp.int32),
                model_holdout_mse=jnp.mean(fit_metrics.best_holdout_mse),
-               morel_threshold=threshold, dynamics_reward=dyn_reward)
+               morel_threshold=threshold, dynamics_reward=dyn_reward,
+               model_opt=model_opt)
 
 
 def _evaluate(parts: Parts, config: Config, params: sac_lib.SACParams, key: PRNGKey):
@@ -369,7 +535,7 @@ def make_step(config: Config, parts: Parts) -> Callable[[State], tuple[State, di
   gamma = config.sac.gamma
   halt_reward = float((np.min(parts.dataset.arrays["rewards"]) - config.morel_kappa)
                       / (1.0 - gamma))
-  bc_opt = optax.adam(config.sac.actor_lr)
+  bc_update = functools.partial(_bc_update, sac, optax.adam(config.sac.actor_lr), B)
   morec = parts.dynamics_reward
 
   def morec_step(drp, params, key, obs, action) -> models.ModelStep:
@@ -378,20 +544,6 @@ def make_step(config: Config, parts: Parts) -> Callable[[State], tuple[State, di
     scores = morec.score(drp, obs[None], action[None], cand.next_obs)         # [C, N]
     next_obs, _, _, reward = dr_lib.select(scores, cand.next_obs, cand.reward)
     return models.ModelStep(next_obs=next_obs, reward=reward)
-
-  def bc_update(real: buffer_lib.BufferState, sac_state: sac_lib.SACState, k: PRNGKey):
-    batch = buffer_lib.sample(real, k, B)
-
-    def loss(actor):
-      mean, _ = sac.actor_dist(actor, sac.normalize(sac_state.params, batch.obs))
-      return jnp.mean(jnp.square(jnp.tanh(mean) - batch.action))
-
-    l, g = jax.value_and_grad(loss)(sac_state.params.actor)
-    upd, opt = bc_opt.update(g, sac_state.actor_opt, sac_state.params.actor)
-    actor = optax.apply_updates(sac_state.params.actor, upd)
-    new = sac_state._replace(params=sac_state.params._replace(actor=actor), actor_opt=opt,
-                             steps=sac_state.steps + 1)
-    return new, {"bc_loss": l}
 
   def rollout(state: State, key: PRNGKey):
     params = state.model
@@ -460,6 +612,93 @@ def make_step(config: Config, parts: Parts) -> Callable[[State], tuple[State, di
     reward = batch.reward.at[n_real:].add(-config.penalty_coef * pen)
     return batch._replace(reward=reward), pen
 
+  A = env.action_size
+  R = config.cql_actions
+
+  def combo_loss(batch: Transition) -> Callable:
+    """COMBO's critic regulariser on `batch` (real rows first) as SAC's `extra_loss`:
+    beta * sum over the two critics of `cql_penalty`. The Q values pushed down are at the
+    batch's states (all rows, or the model rows with cql_states="model"), on R actions each
+    from pi(.|s), from pi(.|s') and uniform on [-1, 1]^A, each less its log density (CQL's
+    importance-sampled soft-max); the ones pushed up are the real rows' own. Only the
+    critics move (the actor is held constant)."""
+    down = batch if config.cql_states == "mix" else jax.tree.map(lambda x: x[n_real:], batch)
+    real_rows = jax.tree.map(lambda x: x[:n_real], batch)
+
+    def loss(p: sac_lib.SACParams, key: PRNGKey):
+      sg = jax.lax.stop_gradient
+      k_now, k_next, k_unif = jax.random.split(key, 3)
+      obs, nxt = sac.normalize(p, down.obs), sac.normalize(p, down.next_obs)
+      n = obs.shape[0]
+
+      def policy_actions(o, k):
+        mean, log_std = sac.actor_dist(sg(p.actor), o)
+        return sac_lib.tanh_gaussian_sample(mean[None], log_std[None],
+                                            jax.random.normal(k, (R, n, A)))
+      a_now, lp_now = policy_actions(obs, k_now)
+      a_next, lp_next = policy_actions(nxt, k_next)
+      a_unif = jax.random.uniform(k_unif, (R, n, A), minval=-1.0, maxval=1.0)
+      actions = jnp.concatenate([a_now, a_next, a_unif])                 # [3R, n, A]
+      log_dens = jnp.concatenate([lp_now, lp_next,
+                                  jnp.full((R, n), A * np.log(0.5), jnp.float32)])
+      q = sac.critic_apply(p.critic, jnp.broadcast_to(obs, (3 * R, *obs.shape)), actions)
+      q_sampled = jnp.moveaxis(q - sg(log_dens), 1, -1)                 # [2, n, 3R]
+      q_data = sac.critic_apply(p.critic, sac.normalize(p, real_rows.obs), real_rows.action)
+      pen = cql_penalty(q_sampled, q_data, config.cql_temperature)      # [2]
+      return config.penalty_coef * pen.sum(), {"cql_penalty": pen.mean(),
+                                               "q_data": q_data.mean()}
+    return loss
+
+  def rambo_model_update(state: State, key: PRNGKey) -> tuple[State, dict]:
+    """`rambo_adv_steps` adversarial model steps (RAMBO's `update_dynamics`): each on
+    `rambo_adv_batch` rows of a model rollout from dataset states under the current policy
+    (restarted every `rambo_adv_rollout_length` steps) and as many dataset rows."""
+    opt = _rambo_optimizer(config)
+    sp = state.sac.params
+    Na, L = config.rambo_adv_batch, config.rambo_adv_rollout_length
+    K = ens.spec.num_elites
+
+    def min_q(o, a):
+      return sac.critic_apply(sp.critic, sac.normalize(sp, o), a).min(0)
+
+    def adv_step(carry, xs):
+      params, opt_state, obs = carry
+      t, k = xs
+      k_start, k_act, k_member, k_noise, k_sl = jax.random.split(k, 5)
+      obs = jnp.where(t % L == 0, buffer_lib.sample(state.real, k_start, Na).obs, obs)
+      action = sac.act(sp, obs, k_act)
+      out = ens.apply(params, obs, action)                               # [E, Na, D]
+      member = params.elites[jax.random.randint(k_member, (Na,), 0, K)]
+      rows = jnp.arange(Na)
+      y = out.mean[member, rows] + jnp.sqrt(out.var[member, rows]) * jax.random.normal(
+          k_noise, out.mean.shape[1:])
+      y = jax.lax.stop_gradient(y)
+      next_obs, reward = obs + y[:, :O], y[:, O]
+      term = parts.termination_fn(obs, action, next_obs).astype(jnp.float32)
+      q_next = min_q(next_obs, sac.act(sp, next_obs, k_act, deterministic=True))
+      adv = rambo_advantage(reward, term, q_next, min_q(obs, action), gamma)
+      data = buffer_lib.sample(state.real, k_sl, Na)
+
+      def loss(trainable):
+        net, lo, hi = trainable
+        p = params._replace(net=net, min_logvar=lo, max_logvar=hi)
+        return rambo_model_loss(ens, p, config.penalty_coef, obs, action, y, adv, data)
+
+      trainable = model_training._trainable(params)
+      grads, aux = jax.grad(loss, has_aux=True)(trainable)
+      upd, opt_state = opt.update(grads, opt_state, trainable)
+      net, lo, hi = optax.apply_updates(trainable, upd)
+      params = params._replace(net=net, min_logvar=lo, max_logvar=hi)
+      return (params, opt_state, next_obs), aux
+
+    n = config.rambo_adv_steps
+    obs0 = jnp.zeros((Na, O), jnp.float32)
+    (params, opt_state, _), aux = jax.lax.scan(
+        adv_step, (state.model, state.model_opt, obs0),
+        (jnp.arange(n), jax.random.split(key, n)))
+    m = {f"model/rambo_{k}": v.mean() for k, v in aux.items()}
+    return state._replace(model=params, model_opt=opt_state), m
+
   def sac_update(state: State):
     def body(sac_state, k):
       k_batch, k_pen, k_sac = jax.random.split(k, 3)
@@ -469,7 +708,10 @@ def make_step(config: Config, parts: Parts) -> Callable[[State], tuple[State, di
       if algo == "mobile":
         batch, pen = mobile_batch(state, sac_state, batch, k_pen)
         extra = {"mobile_penalty": pen.mean()}
-      sac_state, aux = sac.update(sac_state, batch, k_sac)
+      if algo == "combo":
+        sac_state, aux = sac.update(sac_state, batch, k_sac, extra_loss=combo_loss(batch))
+      else:
+        sac_state, aux = sac.update(sac_state, batch, k_sac)
       return sac_state, {**aux, **extra}
     return body
 
@@ -480,7 +722,12 @@ def make_step(config: Config, parts: Parts) -> Callable[[State], tuple[State, di
       sac_state, aux = jax.lax.scan(functools.partial(bc_update, state.real), state.sac,
                                     jax.random.split(k_upd, config.epoch_length))
     else:
+      adv_metrics = {}
+      if algo == "rambo" and config.rambo_adv_steps > 0:
+        k_roll, k_adv = jax.random.split(k_roll)
+        state, adv_metrics = rambo_model_update(state, k_adv)
       state, metrics = rollout(state, k_roll)
+      metrics.update(adv_metrics)
       sac_state, aux = jax.lax.scan(sac_update(state), state.sac,
                                     jax.random.split(k_upd, config.epoch_length))
       metrics["model/holdout_mse"] = state.model_holdout_mse
@@ -546,14 +793,41 @@ MOBILE_SETTINGS = {
     "walker2d-medium-replay": (1, 0.5), "halfcheetah-medium-expert": (5, 2.0),
     "hopper-medium-expert": (5, 1.5), "walker2d-medium-expert": (1, 1.5)}
 
+# (h, CQL weight beta) for COMBO (`run_combo.py`'s list; its default is (5, 5.0)) and (h,
+# adversarial weight lambda) for RAMBO (`run_rambo.py`'s list; default (5, 3e-4)).
+COMBO_SETTINGS = {
+    "halfcheetah-medium": (5, 0.5), "hopper-medium": (5, 5.0), "walker2d-medium": (1, 5.0),
+    "halfcheetah-medium-replay": (5, 0.5), "hopper-medium-replay": (5, 0.5),
+    "walker2d-medium-replay": (1, 0.5), "halfcheetah-medium-expert": (5, 5.0),
+    "hopper-medium-expert": (5, 5.0), "walker2d-medium-expert": (1, 5.0)}
+RAMBO_SETTINGS = {
+    "halfcheetah-medium": (5, 3e-4), "hopper-medium": (5, 3e-4), "walker2d-medium": (5, 0.0),
+    "halfcheetah-medium-replay": (5, 3e-4), "hopper-medium-replay": (5, 3e-4),
+    "walker2d-medium-replay": (5, 0.0), "halfcheetah-medium-expert": (5, 0.0),
+    "hopper-medium-expert": (5, 0.0), "walker2d-medium-expert": (2, 3e-4)}
+_DEFAULT_SETTING = {"mopo": (5, 2.5), "mobile": (5, 1.5), "combo": (5, 5.0),
+                    "rambo": (5, 3e-4)}
+
 
 def preset_for(algo: str, dataset: str, **overrides: Any) -> Config:
-  """The paper setting of `algo` on a named dataset (OfflineRL-Kit's per-dataset values)."""
-  h, coef = {"mopo": MOPO_SETTINGS, "mobile": MOBILE_SETTINGS}.get(algo, {}).get(
-      dataset, (5, 2.5 if algo == "mopo" else 1.5))
+  """The paper setting of `algo` on a named dataset (OfflineRL-Kit's per-dataset values;
+  COMBO and RAMBO also take its real_ratio 0.5 and epoch counts, 1000 and 2000, and COMBO its
+  3 x 256 actor and critics)."""
+  if algo not in ALGOS:
+    raise ValueError(f"preset_for: algo {algo!r} is unknown; valid: {', '.join(ALGOS)}")
+  table = {"mopo": MOPO_SETTINGS, "mobile": MOBILE_SETTINGS, "combo": COMBO_SETTINGS,
+           "rambo": RAMBO_SETTINGS}.get(algo, {})
+  h, coef = table.get(dataset, _DEFAULT_SETTING.get(algo, (5, 1.5)))
   fit = OFFLINE_FIT if algo != "mobile" else dataclasses.replace(OFFLINE_FIT, max_epochs=30)
-  return Config(algo=algo, dataset=dataset, rollout_length=h, penalty_coef=coef, fit=fit,
-                **overrides)
+  kw: dict[str, Any] = dict(algo=algo, dataset=dataset, rollout_length=h, penalty_coef=coef,
+                            fit=fit)
+  if algo == "combo":
+    kw.update(real_ratio=0.5, epochs=1000, sac=mbpo.SACConfig(
+        hidden_sizes=(256, 256, 256), actor_lr=1e-4, critic_lr=3e-4, alpha_lr=1e-4))
+  if algo == "rambo":
+    kw.update(real_ratio=0.5, epochs=2000)
+  kw.update(overrides)
+  return Config(**kw)
 
 
 _QUICK_MODEL = mbpo.ModelConfig(num_members=5, num_elites=3, hidden_sizes=(64, 64))
@@ -570,19 +844,24 @@ _QUICK = dict(dataset="pendulum-medium-replay", epochs=10, epoch_length=500, eva
 # setting; the paper's values for the dynamics reward's fit are not given in its text).
 _QUICK_MOREC = dr_lib.MorecConfig(enabled=True, hidden_sizes=(64, 64), iterations=1000,
                                   batch_size=128, holdout_rows=250)
+QUICK_CQL_WEIGHT = 0.5
+QUICK_ADV_WEIGHT = 3e-4
 
 PRESETS: dict[str, Config] = {
     # Minutes on a 2-core CPU: our pendulum, small networks (not a paper setting).
     "quick": Config(algo="mopo", penalty_coef=1.0, **_QUICK),
     "quick_mobile": Config(algo="mobile", penalty_coef=0.5, mobile_samples=4, **_QUICK),
     "quick_morel": Config(algo="morel", **_QUICK),
+    "quick_combo": Config(algo="combo", penalty_coef=QUICK_CQL_WEIGHT, **_QUICK),
+    "quick_rambo": Config(algo="rambo", penalty_coef=QUICK_ADV_WEIGHT, rambo_adv_steps=500,
+                          rambo_adv_batch=128, **_QUICK),
     "quick_bc": Config(algo="bc", **_QUICK),
     "quick_morec": Config(algo="mopo", penalty_coef=1.0, morec=_QUICK_MOREC, **_QUICK),
     "quick_morec_mobile": Config(algo="mobile", penalty_coef=0.5, mobile_samples=4,
                                  morec=_QUICK_MOREC, **_QUICK),
     # OfflineRL-Kit's settings on the Brax datasets (hours to days on a CPU).
     **{f"{algo}_{name}": preset_for(algo, name)
-       for algo in ("mopo", "mobile") for name in ("hopper-medium", "hopper-medium-replay",
+       for algo in ("mopo", "mobile", "combo", "rambo") for name in ("hopper-medium", "hopper-medium-replay",
                                                    "halfcheetah-medium",
                                                    "walker2d-medium-replay")},
     **{f"morec_{algo}_{name}": preset_for(algo, name, morec=dr_lib.MorecConfig(enabled=True))

@@ -128,7 +128,10 @@ class SAC(NamedTuple):
 
   Attributes:
     init: `init(key) -> SACState`.
-    update: `update(state, batch, key) -> (state, metrics)`; batch a `Transition` [B].
+    update: `update(state, batch, key, extra_loss=None) -> (state, metrics)`; batch a
+      `Transition` [B]. `extra_loss(params, key) -> (loss, metrics)`, if given, is added to
+      the losses before differentiating (e.g. CQL's critic regulariser; it should hold what it
+      must not move constant) and its metrics join the update's.
     update_many: `update_many(state, batches, key) -> (state, metrics)`; batches [G, B], G
       updates as one `lax.scan`; metrics are means over the G updates.
     act: `act(params, obs, key, deterministic=False) -> action`; obs [..., O] -> [..., A] in
@@ -339,12 +342,25 @@ def make_sac(
                alpha=alpha, entropy=-logp.mean(), q=q.mean(), target_q=target.mean())
     return total, aux
 
-  def update(state: SACState, batch: Transition, key: PRNGKey) -> tuple[SACState, dict]:
+  def update(state: SACState, batch: Transition, key: PRNGKey,
+             extra_loss: Callable[[SACParams, PRNGKey], tuple[jax.Array, dict]] | None = None
+             ) -> tuple[SACState, dict]:
     if batch.obs.ndim != 2 or batch.obs.shape[-1] != obs_size:
       raise ValueError(f"update: batch.obs must be [B, {obs_size}], got {batch.obs.shape}")
     params = state.params
-    noise = sample_noise(key, batch.obs.shape[0])
-    grads, aux = jax.grad(losses, has_aux=True)(params, batch, noise)
+    if extra_loss is None:
+      noise = sample_noise(key, batch.obs.shape[0])
+      grads, aux = jax.grad(losses, has_aux=True)(params, batch, noise)
+    else:
+      key, extra_key = jax.random.split(key)
+      noise = sample_noise(key, batch.obs.shape[0])
+
+      def total(p):
+        l, a = losses(p, batch, noise)
+        e, ea = extra_loss(p, extra_key)
+        return l + e, {**a, **ea}
+
+      grads, aux = jax.grad(total, has_aux=True)(params)
     c_upd, critic_state = critic_opt.update(grads.critic, state.critic_opt, params.critic)
     critic = optax.apply_updates(params.critic, c_upd)
     a_upd, actor_state = actor_opt.update(grads.actor, state.actor_opt, params.actor)
