@@ -188,7 +188,6 @@ def test_loss_gradient_matches_a_hand_written_backward_pass_with_muzeros_factors
   nets, support = parts.nets, parts.support
   b, length, a = 6, config.window, parts.num_actions
 
-  @jax.jit
   def setup(key):
     ks = jax.random.split(key, 8)
     window = muzero.StepRecord(
@@ -210,14 +209,14 @@ def test_loss_gradient_matches_a_hand_written_backward_pass_with_muzeros_factors
     return params, window
 
   @jax.jit
-  def compute(params, window):
+  def compute(key):
+    params, window = setup(key)
     (loss, _), grads = jax.value_and_grad(
         lambda p: muzero.loss_fn(nets, support, config, p, window, jnp.array(True)),
         has_aux=True)(params)
     return loss, grads, _reference_loss_and_grad(nets, support, config, params, window)
 
-  params, window = setup(jax.random.key(3))
-  loss, grads, (ref_loss, ref_grads) = compute(params, window)
+  loss, grads, (ref_loss, ref_grads) = compute(jax.random.key(3))
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)      # loss values: unscaled
   paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(grads)]
   for path, g, ref in zip(paths, jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
@@ -309,11 +308,14 @@ def test_reanalyse_targets_are_a_fresh_search_with_the_current_params(reanalyse_
   parts, state, _, _ = reanalyse_run
   length = TINY_REANALYSE.window
   windows = jax.tree.map(lambda x: x[:, :length], state.buffer.data)       # [8, L, ...]
-  key = jax.random.key(5)
-  fresh = jax.jit(lambda p, k, w: muzero.reanalyse(parts, p, k, w))(state.params, key, windows)
-  # The greedy search called directly on the same observations (flat) and key.
-  info = jax.jit(lambda p, k, obs: parts.eval_search.plan(p, k, obs)[1])(
-      state.params, key, windows.obs.reshape(-1, windows.obs.shape[-1]))
+
+  @jax.jit
+  def compute(params, key, windows):
+    # reanalyse, and the greedy search called directly on the same observations and key.
+    return muzero.reanalyse(parts, params, key, windows), parts.eval_search.plan(
+        params, key, windows.obs.reshape(-1, windows.obs.shape[-1]))[1]
+
+  fresh, info = compute(state.params, jax.random.key(5), windows)
   np.testing.assert_array_equal(fresh.value, info.root_value.reshape(8, length))
   np.testing.assert_array_equal(fresh.policy, info.action_weights.reshape(8, length, -1))
   # The acting search (root noise, sampled actions) stored other values; the rest is kept.

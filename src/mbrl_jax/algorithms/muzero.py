@@ -107,7 +107,8 @@ class Config:
     value_coef: weight of the value loss (0.25 as in MuZero's reanalyse setting).
     reanalyse: recompute the windows' root values and policy targets by searching again
       with the current parameters (slower: a search per window step); False uses the values
-      stored when acting.
+      stored when acting. The truncation bootstrap (`StepRecord.bootstrap`) stays the one
+      stored when acting either way.
     dirichlet_fraction, dirichlet_alpha: root noise of the acting search (muzero search).
     temperature: acting search samples visits^(1/T) (muzero search; > 0).
     eval_episodes: greedy evaluation episodes after each chunk.
