@@ -203,12 +203,12 @@ class Config:
 # Sizes for a 2-core CPU, chosen by us (not the paper's). Catch's values are in [-1, 1]
 # (h: [-0.42, 0.42]) and its episodes 9 steps, so 9-step targets are Monte Carlo returns;
 # CartPole's discounted values reach 1 / (1 - 0.99) = 100 (h = 9.15). cartpole_v1 with the
-# paper's gradient scaling (this code), seeds 0-2: the 3-seed mean eval return (4 episodes
-# each) never reached 475 in 100k env steps (best 416 at 64k, 402 at 100k; seed 2 stayed
-# near 200-260); seeds 3-5: best 462 at 100k. Before that fix (latent_k itself halved, so f's
-# losses at k >= 1 reached g and h with half the gradient), seeds 0-2 first >= 475 at 56k
-# but not held (390 at 68k), seeds 3-5 best 462. alphazero_cartpole_v1 cut to 40k (earlier
-# code, unaffected by the unroll): 477 at 32k, 488 at 40k.
+# paper's gradient scaling (this code), 9 seeds in three vmapped runs of 3: the 3-seed mean
+# eval return (4 episodes each) reached 475 in none of them within 100k env steps (best
+# 416, 462, 407; the 9-seed mean 419 at 100k). With latent_k itself halved instead (f's
+# losses at k >= 1 reach g and h with half the gradient), same seeds: 475 once (seeds 0-2,
+# 88k-92k), 9-seed mean 439 at 100k. alphazero_cartpole_v1 cut to 40k: 477 at 32k, 488 at
+# 40k (measured before these changes).
 _CARTPOLE = dict(env="cartpole_v1", num_simulations=16, env_steps=100_000,
                  steps_per_chunk=4000, num_envs=16, updates_per_step=4, td_steps=10, discount=0.99,
                  support_max=10.0, support_bins=41, batch_size=128, replay_capacity=50_000,
