@@ -115,7 +115,6 @@ from mbrl_jax.algorithms import mbpo
 from mbrl_jax.algorithms.base import Algorithm
 from mbrl_jax.data import offline as offline_data
 from mbrl_jax.models import dynamics_reward as dr_lib
-from mbrl_jax.models import normalizer as norm_lib
 from mbrl_jax.models import training as model_training
 from mbrl_jax.policies import sac as sac_lib
 from mbrl_jax.types import PRNGKey, Transition
@@ -359,16 +358,9 @@ def rambo_model_loss(ens: models.Ensemble, params: models.EnsembleParams, adv_we
   the samples with a high advantage for the policy and raises that of the low ones: a
   policy-gradient step of the model against the policy's value. Weight decay is the
   optimizer's."""
-  E = ens.spec.num_members
   lp = rambo_log_prob(ens.apply(params, obs, action), params.elites, jax.lax.stop_gradient(y))
   adv_loss = jnp.mean(lp * jax.lax.stop_gradient(advantage))
-  x = jnp.concatenate([data.obs, data.action], -1).astype(jnp.float32)
-  x = norm_lib.normalize(params.input_norm, x)
-  t = ens.targets(data.obs, data.action, data.reward, data.next_obs)
-  t = norm_lib.normalize(params.output_norm, t)
-  member_loss, _ = ens.loss(params, jnp.broadcast_to(x, (E, *x.shape)),
-                            jnp.broadcast_to(t, (E, *t.shape)), jnp.ones((E, x.shape[0])))
-  sl_loss = member_loss.sum()
+  sl_loss = model_training.data_nll(ens, params, data).sum()
   return adv_weight * adv_loss + sl_loss, {"adv_loss": adv_loss, "sl_loss": sl_loss,
                                            "log_prob": lp.mean()}
 
@@ -861,9 +853,9 @@ PRESETS: dict[str, Config] = {
                                  morec=_QUICK_MOREC, **_QUICK),
     # OfflineRL-Kit's settings on the Brax datasets (hours to days on a CPU).
     **{f"{algo}_{name}": preset_for(algo, name)
-       for algo in ("mopo", "mobile", "combo", "rambo") for name in ("hopper-medium", "hopper-medium-replay",
-                                                   "halfcheetah-medium",
-                                                   "walker2d-medium-replay")},
+       for algo in ("mopo", "mobile", "combo", "rambo")
+       for name in ("hopper-medium", "hopper-medium-replay", "halfcheetah-medium",
+                    "walker2d-medium-replay")},
     **{f"morec_{algo}_{name}": preset_for(algo, name, morec=dr_lib.MorecConfig(enabled=True))
        for algo in ("mopo", "mobile") for name in ("hopper-medium", "hopper-medium-replay",
                                                    "halfcheetah-medium",

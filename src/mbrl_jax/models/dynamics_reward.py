@@ -67,6 +67,7 @@ import optax
 
 from mbrl_jax import checks
 from mbrl_jax.models import normalizer as norm_lib
+from mbrl_jax.models import training
 from mbrl_jax.models.ensemble import Ensemble, EnsembleParams
 from mbrl_jax.models.networks import ACTIVATIONS, MLP
 from mbrl_jax.types import PRNGKey, Transition
@@ -249,8 +250,6 @@ def make(config: MorecConfig, ensemble: Ensemble) -> DynamicsReward:
     delta_std = jnp.std(x_train[:, O + A:], axis=0) + 1e-6
     net = mlp.init(k_init, jnp.zeros((1, 2 * O + A)))
     gen_net = ens_params.net
-    y_norm = lambda b: norm_lib.normalize(
-        ens_params.output_norm, ensemble.targets(b.obs, b.action, b.reward, b.next_obs))
 
     def negatives(gen_net, key, batch):
       k_g, k_p, k_s = jax.random.split(key, 3)
@@ -285,13 +284,7 @@ def make(config: MorecConfig, ensemble: Ensemble) -> DynamicsReward:
           s = sample_members(p, k_gen, batch.obs, batch.action)
           adv = optax.sigmoid_binary_cross_entropy(
               logits(net, norm, batch.obs, batch.action, s), 1.0).mean()
-          x = norm_lib.normalize(p.input_norm, jnp.concatenate(
-              [batch.obs, batch.action], -1).astype(jnp.float32))
-          E = spec.num_members
-          nll, _ = ensemble.loss(p, jnp.broadcast_to(x, (E, *x.shape)),
-                                 jnp.broadcast_to(y_norm(batch), (E, B, spec.target_size)),
-                                 jnp.ones((E, B)))
-          return adv + c.anchor * nll.mean()
+          return adv + c.anchor * training.data_nll(ensemble, p, batch).mean()
         upd, g_state = g_opt.update(jax.grad(g_loss)(gen_net), g_state, gen_net)
         gen_net = optax.apply_updates(gen_net, upd)
       return (net, d_state, gen_net, g_state), dl

@@ -222,6 +222,21 @@ def _optimizer(config: FitConfig) -> optax.GradientTransformation:
                      optax.scale_by_learning_rate(config.learning_rate))
 
 
+def data_nll(ensemble: Ensemble, params: EnsembleParams, data: Transition) -> jax.Array:
+  """Each member's training loss on raw transitions `data` [B] under `params`' own input and
+  target normalisers (what `fit` minimises on a batch), [E]; differentiable in `params`, for
+  losses that add a data term to something else (RAMBO's adversarial model update, MOREC's
+  generators)."""
+  E = ensemble.spec.num_members
+  x = jnp.concatenate([data.obs, data.action], -1).astype(jnp.float32)
+  x = norm_lib.normalize(params.input_norm, x)
+  y = norm_lib.normalize(params.output_norm, ensemble.targets(data.obs, data.action,
+                                                              data.reward, data.next_obs))
+  member_loss, _ = ensemble.loss(params, jnp.broadcast_to(x, (E, *x.shape)),
+                                 jnp.broadcast_to(y, (E, *y.shape)), jnp.ones((E, x.shape[0])))
+  return member_loss
+
+
 class _EpochCarry(NamedTuple):
   """The epoch loop's state (E members, T = max_epochs).
 
