@@ -18,6 +18,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
 
 import jax  # noqa: E402  (after the cache settings, which jax reads at import)
+import pytest  # noqa: E402
 
 
 class CompileCount:
@@ -73,3 +74,33 @@ def script_help(script: str) -> str:
   assert done.stdout.startswith("usage: ") and done.stderr == "", (done.stdout[:200],
                                                                    done.stderr)
   return done.stdout
+
+
+# Nearly all of the suite's time is XLA compiling small programs: per test file, 72-98% of the
+# wall time was spent in JAX's compile events (tracing, lowering, the backend compile; measured
+# with jax.monitoring). So test modules compile with XLA's cheap pipeline
+# (`jax_disable_most_optimizations`: the backend at optimization level 0 without LLVM's expensive
+# passes), which roughly halves compile time; programs mean the same thing, run slower and may
+# differ in the last bits where fusion differs. A module whose time goes to running compiled
+# code (the learning tests, the long fits) marks itself `pytestmark = pytest.mark.optimized` and
+# compiles as users do. The setting reaches the scripts and notebook kernels the tests start
+# through the environment. MBRL_JAX_TESTS_OPTIMIZED=1 compiles every module as users do.
+_CHEAP_ENV = "JAX_DISABLE_MOST_OPTIMIZATIONS"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _xla_pipeline(request):
+  cheap = (request.node.get_closest_marker("optimized") is None
+           and os.environ.get("MBRL_JAX_TESTS_OPTIMIZED") != "1")
+  old_flag = jax.config._read("jax_disable_most_optimizations")
+  old_env = os.environ.get(_CHEAP_ENV)
+  jax.config.update("jax_disable_most_optimizations", cheap)
+  os.environ[_CHEAP_ENV] = "1" if cheap else "0"
+  try:
+    yield cheap
+  finally:
+    jax.config.update("jax_disable_most_optimizations", old_flag)
+    if old_env is None:
+      os.environ.pop(_CHEAP_ENV, None)
+    else:
+      os.environ[_CHEAP_ENV] = old_env
