@@ -648,7 +648,6 @@ def make_step(config: Config, parts: Parts) -> Callable[[State], tuple[State, di
     opt = _rambo_optimizer(config)
     sp = state.sac.params
     Na, L = config.rambo_adv_batch, config.rambo_adv_rollout_length
-    K = ens.spec.num_elites
 
     def min_q(o, a):
       return sac.critic_apply(sp.critic, sac.normalize(sp, o), a).min(0)
@@ -660,11 +659,8 @@ def make_step(config: Config, parts: Parts) -> Callable[[State], tuple[State, di
       obs = jnp.where(t % L == 0, buffer_lib.sample(state.real, k_start, Na).obs, obs)
       action = sac.act(sp, obs, k_act)
       out = ens.apply(params, obs, action)                               # [E, Na, D]
-      member = params.elites[jax.random.randint(k_member, (Na,), 0, K)]
-      rows = jnp.arange(Na)
-      y = out.mean[member, rows] + jnp.sqrt(out.var[member, rows]) * jax.random.normal(
-          k_noise, out.mean.shape[1:])
-      y = jax.lax.stop_gradient(y)
+      y = jax.lax.stop_gradient(models.ensemble.sample_member(out, params.elites, k_member,
+                                                              k_noise))
       next_obs, reward = obs + y[:, :O], y[:, O]
       term = parts.termination_fn(obs, action, next_obs).astype(jnp.float32)
       q_next = min_q(next_obs, sac.act(sp, next_obs, k_act, deterministic=True))
