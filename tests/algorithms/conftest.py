@@ -77,8 +77,9 @@ def pendulum_sets(tmp_path_factory) -> PendulumSets:
 
 # The learning tests' run: 10 epochs of 500 updates on the mixed set (seconds of compute; the
 # compiles are most of a test's time). Sizes picked so that MOPO and COMBO pass their bars
-# with a margin (measured: last-3 means -775 to -852 against a bar of about -1000), while
-# the same runs with learning rates of 1e-9 stay below the random return (-1466).
+# with a margin (measured, last-5 means: MOPO -851, COMBO -812, RAMBO -862, MOREC-MOPO -783,
+# against a bar of about -1000), while the same runs with learning rates of 1e-9 stay below
+# the random return (-1471).
 LEARN_MODEL = mbpo.ModelConfig(num_members=3, num_elites=2, hidden_sizes=(64,))
 LEARN_FIT = models.FitConfig(learning_rate=3e-3, batch_size=64, max_epochs=20,
                              max_holdout=300, patience=None, normalize_targets=False)
@@ -104,11 +105,13 @@ def broken(config: offline.Config) -> offline.Config:
 
 
 def learning_bar(sets: PendulumSets, fraction: float = 0.2) -> float:
-  """The return a learning run's last three evaluations must average above: `fraction` of
+  """The return a learning run's last five evaluations must average above: `fraction` of
   the way from the random policy's return to the mixed set's behaviour return (an
   untrained SAC policy, tanh(mean) near 0, scores about the random return or below)."""
   return sets.random_return + fraction * (sets.mixed_return - sets.random_return)
 
 
 def last_returns(history) -> float:
-  return float(np.mean(history["eval/return"][-3:]))
+  """The mean evaluation return of the run's last five epochs (single evaluations swing by
+  hundreds on pendulum, from one epoch to the next)."""
+  return float(np.mean(history["eval/return"][-5:]))
