@@ -138,7 +138,8 @@ def test_rollout_halt_drops_the_step_and_ends_the_row():
 # MOREC-MOPO in the learning tests' run shape (conftest.py), a small dynamics reward with fixed
 # generators (generator_lr 0: the adversarial step is the `trained` fixture's, above).
 MOREC_LEARN = dataclasses.replace(TINY_MOREC, hidden_sizes=(16,), iterations=20, snapshots=2,
-                                  generator_lr=0.0, num_candidates=4, holdout_rows=200, threshold_quantile=0.2)
+                                  generator_lr=0.0, num_candidates=4, holdout_rows=200,
+                                  threshold_quantile=0.2)
 
 
 def test_morec_mopo_learns_and_the_second_epoch_compiles_nothing(pendulum_sets):
