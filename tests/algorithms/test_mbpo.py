@@ -203,7 +203,7 @@ def test_mbpo_fit_settings_per_layer_decay_and_holdout_cap():
   rates = (0.5, 0.0, 2.0)
   config = models.FitConfig(learning_rate=0.1, weight_decay=rates)
   adam = optax.chain(optax.scale_by_adam(), optax.scale_by_learning_rate(0.1))
-  opt = training._optimizer(config)
+  opt = training.make_optimizer(config)
 
   @jax.jit
   def both(trainable):
@@ -216,7 +216,7 @@ def test_mbpo_fit_settings_per_layer_decay_and_holdout_cap():
     return updates, adam.update(decayed, adam.init(trainable), trainable)[0]
 
   params = jax.jit(ens.init)(jax.random.key(0))
-  trainable = training._trainable(params)
+  trainable = training.trainable(params)
   updates, want = both(trainable)
   for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

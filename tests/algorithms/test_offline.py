@@ -1,5 +1,6 @@
 """Offline algorithms: the penalties against hand-computed values, MOReL's halting, a tiny
-MOReL epoch on the driver, and behaviour cloning learning on a pendulum dataset."""
+MOReL epoch on the driver, and behaviour cloning and MOPO learning on pendulum datasets
+(conftest.py's)."""
 
 import dataclasses
 
@@ -8,13 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mbrl_jax import envs
 from mbrl_jax import models
 from mbrl_jax import run
 from mbrl_jax.algorithms import mbpo
 from mbrl_jax.algorithms import offline
-from mbrl_jax.data import offline as offline_data
-from mbrl_jax.run import datasets
+from tests.algorithms.conftest import last_returns, learn_config, learning_bar
 
 
 def test_mopo_penalty_by_hand():
@@ -67,45 +66,13 @@ def test_config_errors_name_the_field():
                                                              num_elites=1))
 
 
-def _controller(key, obs):
-  """An energy-pumping swing-up with a PD catch near the top (about -160 per episode), with a
-  little action noise."""
-  th, thd = jnp.arctan2(obs[1], obs[0]), obs[2]
-  energy = 0.5 * thd ** 2 + 15.0 * (obs[0] - 1.0)
-  pd = jnp.clip(-(10.0 * th + 2.0 * thd) / 2.0, -1.0, 1.0)
-  pump = jnp.where(thd >= 0, 1.0, -1.0) * jnp.where(energy < 0, 1.0, -0.3)
-  a = jnp.where(obs[0] > 0.9, pd, pump)
-  return jnp.clip(a + 0.1 * jax.random.normal(key, ()), -1.0, 1.0)[None]
-
-
-@pytest.fixture(scope="module")
-def controller_file(tmp_path_factory):
-  env = envs.make("pendulum")
-  policy = envs.acting.stateless(_controller)
-
-  @jax.jit
-  def collect(key):
-    k1, k2 = jax.random.split(key)
-    actor = envs.acting.reset(env, policy, k1)
-    return envs.acting.collect(env, policy, actor, k2, 3000)[1]
-
-  arrays = offline_data.from_transitions(collect(jax.random.key(0)))
-  rets = offline_data.episode_returns(arrays["rewards"], arrays["terminals"], arrays["timeouts"])
-  # The generator's own random reference (compiled once per env, shared with its tests).
-  random_ret = float(datasets._random_returns("pendulum", jax.random.key(1)).mean())
-  meta = {"env": "pendulum", "kind": "controller", "ref_min_score": random_ret,
-          "ref_max_score": float(rets.mean())}
-  path = tmp_path_factory.mktemp("ctrl") / "pendulum-controller.hdf5"
-  offline_data.write_d4rl(path, offline_data.Dataset(arrays, meta))
-  return path, random_ret, float(rets.mean())
-
-
 TINY_SAC = mbpo.SACConfig(hidden_sizes=(32, 32), actor_lr=3e-3, critic_lr=1e-3, alpha_lr=1e-3,
                           batch_size=64)
 
 
-def test_bc_learns_the_controller(controller_file):
-  path, random_ret, behaviour = controller_file
+def test_bc_learns_the_controller(pendulum_sets):
+  path, random_ret, behaviour = (pendulum_sets.controller, pendulum_sets.random_return,
+                                 pendulum_sets.controller_return)
   assert behaviour > -400 and random_ret < -900
   cfg = offline.Config(algo="bc", dataset=str(path), epochs=2, epoch_length=BC_UPDATES,
                        eval_episodes=5, sac=TINY_SAC)
@@ -126,10 +93,10 @@ MOREL_SAC = mbpo.SACConfig(hidden_sizes=(16,), batch_size=32)
 
 
 @pytest.fixture(scope="module")
-def morel_run(controller_file):
+def morel_run(pendulum_sets):
   """Two MOReL epochs (one compiled step) on the controller data, the threshold at half the
   data's largest disagreement so that some rollouts halt."""
-  path, _, _ = controller_file
+  path = pendulum_sets.controller
   cfg = offline.Config(algo="morel", dataset=str(path), epochs=2, epoch_length=10,
                        eval_episodes=1, rollout_batch=32, rollout_length=3, retain_epochs=2,
                        morel_threshold_rows=500, model=TINY_MODEL, fit=TINY_FIT, sac=MOREL_SAC,
@@ -157,3 +124,12 @@ def test_morel_rollouts_halt_into_the_absorbing_reward(morel_run):
   fake = np.asarray(state.model_buffer.data.reward)[: int(state.model_buffer.size)]
   assert np.any(np.isclose(fake, halt, rtol=1e-5))
   assert np.all(fake >= halt - 1e-3)    # nothing below the absorbing state's value
+
+
+def test_mopo_learns_on_the_mixed_set(pendulum_sets):
+  # Fails if MOPO does not learn: the same run with learning rates of 1e-9 (conftest.broken)
+  # stays near the random return (-1200 here), far below the bar (about -1000).
+  cfg = learn_config(pendulum_sets, "mopo")
+  _, h = run.train(offline.make(cfg), jax.random.key(0))
+  assert last_returns(h) > learning_bar(pendulum_sets), (h["eval/return"], pendulum_sets)
+  assert np.all(h["rollout/penalty_on_data"] > 0) and h["updates"][-1] == 10 * 500

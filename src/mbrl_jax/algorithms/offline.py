@@ -456,8 +456,8 @@ def _bc_update(sac: sac_lib.SAC, opt: optax.GradientTransformation, batch_size: 
 def _rambo_optimizer(config: Config) -> optax.GradientTransformation:
   """RAMBO's model optimizer: Adam at rambo_adv_lr with the fit's weight decay (OfflineRL-Kit
   adds the same per-layer decay to the adversarial loss)."""
-  return model_training._optimizer(dataclasses.replace(config.fit,
-                                                       learning_rate=config.rambo_adv_lr))
+  return model_training.make_optimizer(dataclasses.replace(
+      config.fit, learning_rate=config.rambo_adv_lr))
 
 
 def _init(parts: Parts, config: Config, key: PRNGKey) -> State:
@@ -498,7 +498,7 @@ def _init(parts: Parts, config: Config, key: PRNGKey) -> State:
                                              config.morec.holdout_rows)
   model_opt = ()
   if config.algo == "rambo":
-    model_opt = _rambo_optimizer(config).init(model_training._trainable(params))
+    model_opt = _rambo_optimizer(config).init(model_training.trainable(params))
   return State(real=real, model_buffer=buffer_lib.init(config.model_capacity, example),
                model=params, sac=sac_state, key=key, epoch=jnp.zeros((), jnp.int32),
                model_holdout_mse=jnp.mean(fit_metrics.best_holdout_mse),
@@ -648,7 +648,6 @@ def make_step(config: Config, parts: Parts) -> Callable[[State], tuple[State, di
     opt = _rambo_optimizer(config)
     sp = state.sac.params
     Na, L = config.rambo_adv_batch, config.rambo_adv_rollout_length
-    K = ens.spec.num_elites
 
     def min_q(o, a):
       return sac.critic_apply(sp.critic, sac.normalize(sp, o), a).min(0)
@@ -660,27 +659,17 @@ def make_step(config: Config, parts: Parts) -> Callable[[State], tuple[State, di
       obs = jnp.where(t % L == 0, buffer_lib.sample(state.real, k_start, Na).obs, obs)
       action = sac.act(sp, obs, k_act)
       out = ens.apply(params, obs, action)                               # [E, Na, D]
-      member = params.elites[jax.random.randint(k_member, (Na,), 0, K)]
-      rows = jnp.arange(Na)
-      y = out.mean[member, rows] + jnp.sqrt(out.var[member, rows]) * jax.random.normal(
-          k_noise, out.mean.shape[1:])
-      y = jax.lax.stop_gradient(y)
+      y = jax.lax.stop_gradient(models.ensemble.sample_member(out, params.elites, k_member,
+                                                              k_noise))
       next_obs, reward = obs + y[:, :O], y[:, O]
       term = parts.termination_fn(obs, action, next_obs).astype(jnp.float32)
       q_next = min_q(next_obs, sac.act(sp, next_obs, k_act, deterministic=True))
       adv = rambo_advantage(reward, term, q_next, min_q(obs, action), gamma)
       data = buffer_lib.sample(state.real, k_sl, Na)
 
-      def loss(trainable):
-        net, lo, hi = trainable
-        p = params._replace(net=net, min_logvar=lo, max_logvar=hi)
-        return rambo_model_loss(ens, p, config.penalty_coef, obs, action, y, adv, data)
-
-      trainable = model_training._trainable(params)
-      grads, aux = jax.grad(loss, has_aux=True)(trainable)
-      upd, opt_state = opt.update(grads, opt_state, trainable)
-      net, lo, hi = optax.apply_updates(trainable, upd)
-      params = params._replace(net=net, min_logvar=lo, max_logvar=hi)
+      params, opt_state, aux = model_training.optimizer_step(
+          opt, opt_state, params,
+          lambda p: rambo_model_loss(ens, p, config.penalty_coef, obs, action, y, adv, data))
       return (params, opt_state, next_obs), aux
 
     n = config.rambo_adv_steps

@@ -68,7 +68,7 @@ import optax
 from mbrl_jax import checks
 from mbrl_jax.models import normalizer as norm_lib
 from mbrl_jax.models import training
-from mbrl_jax.models.ensemble import Ensemble, EnsembleParams
+from mbrl_jax.models.ensemble import Ensemble, EnsembleParams, sample_member
 from mbrl_jax.models.networks import ACTIVATIONS, MLP
 from mbrl_jax.types import PRNGKey, Transition
 
@@ -228,10 +228,7 @@ def make(config: MorecConfig, ensemble: Ensemble) -> DynamicsReward:
     the generators' parameters."""
     k_m, k_n = jax.random.split(key)
     out = ensemble.apply(gen, obs, action)                                # [E, N, D]
-    member = jax.random.randint(k_m, (obs.shape[0],), 0, spec.num_members)
-    rows = jnp.arange(obs.shape[0])
-    mean, var = out.mean[member, rows, :O], out.var[member, rows, :O]
-    return obs + mean + jnp.sqrt(var) * jax.random.normal(k_n, mean.shape)
+    return obs + sample_member(out, jnp.arange(spec.num_members), k_m, k_n, dims=O)
 
   def train(key: PRNGKey, ens_params: EnsembleParams, data: Transition,
             holdout_rows: int) -> DynamicsRewardParams:

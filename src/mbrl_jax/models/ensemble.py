@@ -415,6 +415,29 @@ def check_mode(mode: str) -> None:
     raise ValueError(f"unknown propagation mode {mode!r}; valid modes: {PROPAGATION_MODES}")
 
 
+def sample_member(out: MemberOutput, members: jax.Array, member_key: PRNGKey,
+                  noise_key: PRNGKey, dims: int | None = None) -> jax.Array:
+  """A reparameterised Gaussian sample per row from a member drawn uniformly per row.
+
+  Args:
+    out: every member's prediction, [E, N, D].
+    members: the member indices to draw from, [K] int (`params.elites`, or all members).
+    member_key: draws each row's member.
+    noise_key: draws the standard normal noise.
+    dims: sample only the first `dims` targets (the next-state change, say; None: all D).
+
+  Returns:
+    mean + sqrt(var) * noise of each row's member, [N, dims or D]; differentiable in `out`
+    (RAMBO's adversarial step and MOREC's generators use it; `predict(mode="ts1")` is the
+    rollouts' sampler, with balanced member assignment).
+  """
+  n = out.mean.shape[1]
+  member = members[jax.random.randint(member_key, (n,), 0, members.shape[0])]
+  rows = jnp.arange(n)
+  mean, var = out.mean[member, rows, :dims], out.var[member, rows, :dims]
+  return mean + jnp.sqrt(var) * jax.random.normal(noise_key, mean.shape)
+
+
 def _check_rows(spec: EnsembleSpec, obs: jax.Array, action: jax.Array) -> None:
   if obs.shape[-1:] != (spec.obs_size,):
     raise ValueError(f"obs has shape {obs.shape}; this ensemble expects obs_size="

@@ -185,8 +185,10 @@ class Trainer(NamedTuple):
   fit: Callable[..., tuple[FitState, FitMetrics]]
 
 
-def _trainable(params: EnsembleParams) -> tuple[Any, jax.Array, jax.Array]:
-  """The leaves the optimizer moves: network weights and log-variance bounds."""
+def trainable(params: EnsembleParams) -> tuple[Any, jax.Array, jax.Array]:
+  """The leaves a model optimizer moves, (net, min_logvar, max_logvar): the network weights
+  and the log-variance bounds (the normalisers and the elite indices stay). An optimizer from
+  `make_optimizer` is initialised and updated on this tuple."""
   return params.net, params.min_logvar, params.max_logvar
 
 
@@ -209,8 +211,10 @@ def _layer_mask(layer: int) -> Callable[[Any], Any]:
   return mask
 
 
-def _optimizer(config: FitConfig) -> optax.GradientTransformation:
-  """Adam with `config`'s weight decay on the kernels (see `FitConfig.weight_decay_mode`)."""
+def make_optimizer(config: FitConfig) -> optax.GradientTransformation:
+  """The fit's optimizer: Adam at `config.learning_rate` with `config`'s weight decay on the
+  dense kernels only (see `FitConfig.weight_decay_mode`), acting on `trainable(params)`.
+  Also what other model updates use to match the fit (RAMBO's adversarial steps)."""
   if config.weight_decay_mode == "decoupled":
     return optax.adamw(config.learning_rate, weight_decay=config.weight_decay, mask=_kernel_mask)
   if isinstance(config.weight_decay, tuple):
@@ -220,6 +224,32 @@ def _optimizer(config: FitConfig) -> optax.GradientTransformation:
     decay = [optax.masked(optax.add_decayed_weights(config.weight_decay), _kernel_mask)]
   return optax.chain(*decay, optax.scale_by_adam(),
                      optax.scale_by_learning_rate(config.learning_rate))
+
+
+def optimizer_step(optimizer: optax.GradientTransformation, opt_state: Any,
+                   params: EnsembleParams,
+                   loss_fn: Callable[[EnsembleParams], tuple[jax.Array, Any]]
+                   ) -> tuple[EnsembleParams, Any, Any]:
+  """One step of `optimizer` (from `make_optimizer`) on the trainable leaves of `params`.
+
+  Args:
+    optimizer, opt_state: the optimizer and its state (initialised on `trainable(params)`).
+    params: the ensemble's parameters.
+    loss_fn: `loss_fn(params) -> (scalar loss, aux)`, differentiated in `trainable(params)`
+      only.
+
+  Returns:
+    (params after the step, the new optimizer state, aux at the old params).
+  """
+  def f(leaves):
+    net, lo, hi = leaves
+    return loss_fn(params._replace(net=net, min_logvar=lo, max_logvar=hi))
+
+  leaves = trainable(params)
+  grads, aux = jax.grad(f, has_aux=True)(leaves)
+  updates, opt_state = optimizer.update(grads, opt_state, leaves)
+  net, lo, hi = optax.apply_updates(leaves, updates)
+  return params._replace(net=net, min_logvar=lo, max_logvar=hi), opt_state, aux
 
 
 def data_nll(ensemble: Ensemble, params: EnsembleParams, data: Transition) -> jax.Array:
@@ -270,22 +300,17 @@ def make_trainer(ensemble: Ensemble, config: FitConfig = FitConfig()) -> Trainer
     raise ValueError(f"make_trainer: FitConfig.weight_decay has {len(config.weight_decay)} "
                      f"per-layer rates; this ensemble has {len(spec.hidden_sizes) + 1} dense "
                      f"layers ({len(spec.hidden_sizes)} hidden and the output layer)")
-  optimizer = _optimizer(config)
+  optimizer = make_optimizer(config)
 
   def init(params: EnsembleParams) -> FitState:
-    return FitState(params=params, opt_state=optimizer.init(_trainable(params)))
+    return FitState(params=params, opt_state=optimizer.init(trainable(params)))
 
   def grad_step(state: FitState, x, y, w) -> tuple[FitState, jax.Array]:
-    def total(trainable):
-      net, lo, hi = trainable
-      p = state.params._replace(net=net, min_logvar=lo, max_logvar=hi)
+    def total(p):
       member_loss, _ = ensemble.loss(p, x, y, w)
       return member_loss.sum(), member_loss
-    trainable = _trainable(state.params)
-    grads, member_loss = jax.grad(total, has_aux=True)(trainable)
-    updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
-    net, lo, hi = optax.apply_updates(trainable, updates)
-    params = state.params._replace(net=net, min_logvar=lo, max_logvar=hi)
+    params, opt_state, member_loss = optimizer_step(optimizer, state.opt_state, state.params,
+                                                    total)
     return FitState(params, opt_state), member_loss
 
   def fit(key: PRNGKey, state: FitState, data: Transition,
