@@ -49,6 +49,7 @@ import jax.numpy as jnp
 
 from mbrl_jax.envs import cartpole
 from mbrl_jax.envs import discrete
+from mbrl_jax.envs import dmc
 from mbrl_jax.envs import pendulum
 from mbrl_jax.envs import registry
 
@@ -249,6 +250,7 @@ _FACTORIES: dict[str, Callable[[Env], TaskFns]] = {
     'walker2d': _walker2d,
     'halfcheetah': _halfcheetah,
     'gymnasium:Pendulum-v1': _pendulum,   # gymnasium's own, stepped on the host
+    **{name: (lambda env, f=f: TaskFns(*f(env))) for name, f in dmc.TASK_FNS.items()},
 }
 
 
