@@ -36,7 +36,7 @@ Backend: MJX has a pure-JAX implementation (``impl="jax"``) and a Warp one (``"w
 Playground's default, written for GPUs). On a GPU the default is Warp; on a CPU it is the one
 measured faster here per task (:data:`CPU_IMPL`, from `experiments/bench_dmc.py`), which is jax
 for all the tasks measured. Warp on a CPU also compiles its kernels on first use (tens of
-seconds); its notices are silenced (``warp.config.quiet``).
+seconds); its banner, kernel-load lines and CUDA-driver notice are silenced.
 
 Reward and termination functions for planning (`envs.get_task_fns`), exact for action repeat 1
 (the plain names): cartpole_swingup, cartpole_balance (the suite's product of upright, centered,
@@ -63,6 +63,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import sys
 from typing import Any, Callable
 
 from brax.envs.base import Env, State
@@ -206,12 +208,26 @@ def _playground_suite():
 
 
 def _quiet_warp() -> None:
-  """Turns off Warp's banner, kernel-load lines and CUDA notice (printed at its first use)."""
+  """Before Warp's first use: drops its banner and kernel-load lines (``log_level``), and on a
+  CPU-only JAX its "Could not find or load the NVIDIA CUDA driver" notice, which its C code
+  writes to stderr from `warp.init` (so that call runs with fd 2 sent to /dev/null; errors
+  there still raise)."""
   try:
     import warp  # pylint: disable=import-outside-toplevel
   except ImportError:
     return
-  warp.config.quiet = True
+  warp.config.log_level = max(warp.config.log_level, warp.LOG_WARNING)
+  if jax.default_backend() != "cpu" or warp._src.context.runtime is not None:  # pylint: disable=protected-access
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, "w", encoding="utf-8") as devnull:
+      os.dup2(devnull.fileno(), 2)
+      warp.init()
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
 
 
 class DmcEnv(Env):
