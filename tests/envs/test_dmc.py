@@ -139,3 +139,11 @@ def test_reward_fn_reproduces_the_env(compiled):
     np.testing.assert_allclose(fns.reward_fn(obs[0], action, obs[1]), reward[0], rtol=1e-5)
     np.testing.assert_array_equal(fns.termination_fn(obs[:-1], actions, obs[1:]), 0.0)
   assert "dmc/cheetah_run" not in envs.task_fn_names()               # reward not in its obs
+
+
+def test_the_state_has_no_zero_size_leaves_for_orbax(compiled):
+  state = jax.eval_shape(compiled["env2"].reset, jax.random.key(0))
+  sizes = [int(np.prod(x.shape)) for x in jax.tree.leaves(state)]
+  assert sizes and min(sizes) > 0
+  inner = jax.tree.leaves(state.pipeline_state.state.data.qpos)     # the Data is all there
+  assert inner[0].shape == (2,)

@@ -29,8 +29,10 @@ The suite's conventions:
   gone NaN.
 * Actions: [A] in [-1, 1] (every suite actuator's ctrlrange; MuJoCo clips). Observations: the
   suite's proprioceptive vector, flattened to float32 [D] in Playground's order.
-* State: ``State.pipeline_state`` is Playground's own `mujoco_playground.State` (its
-  ``.data`` is the `mjx.Data`), so its renderer and its step both apply to it.
+* State: ``State.pipeline_state`` is a :class:`PlaygroundState` holding Playground's own
+  `mujoco_playground.State` as ``.state`` (whose ``.data`` is the `mjx.Data`), so its renderer
+  and its step both apply to it; the wrapper only keeps the Data's zero-size arrays out of the
+  pytree's leaves, which orbax cannot checkpoint.
 
 Backend: MJX has a pure-JAX implementation (``impl="jax"``) and a Warp one (``"warp"``,
 Playground's default, written for GPUs). On a GPU the default is Warp; on a CPU it is the one
@@ -70,6 +72,7 @@ from typing import Any, Callable
 from brax.envs.base import Env, State
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 PREFIX = "dmc/"
 EXTRA = 'pip install "mbrl_jax[dmc]"'
@@ -278,7 +281,7 @@ class DmcEnv(Env):
 
   def reset(self, rng: jax.Array) -> State:
     ps = self._env.reset(rng)
-    return State(pipeline_state=ps, obs=_flat(ps.obs), reward=jnp.zeros((), jnp.float32),
+    return State(pipeline_state=PlaygroundState(ps), obs=_flat(ps.obs), reward=jnp.zeros((), jnp.float32),
                  done=jnp.zeros((), jnp.float32), metrics={}, info={})
 
   def step(self, state: State, action: jax.Array) -> State:
@@ -290,11 +293,47 @@ class DmcEnv(Env):
 
     zero = jnp.zeros((), jnp.float32)
     if self.spec.action_repeat == 1:
-      (ps, reward, done), _ = one((state.pipeline_state, zero, zero), None)
+      (ps, reward, done), _ = one((state.pipeline_state.state, zero, zero), None)
     else:
-      (ps, reward, done), _ = jax.lax.scan(one, (state.pipeline_state, zero, zero), None,
+      (ps, reward, done), _ = jax.lax.scan(one, (state.pipeline_state.state, zero, zero), None,
                                            length=self.spec.action_repeat)
-    return state.replace(pipeline_state=ps, obs=_flat(ps.obs), reward=reward, done=done)
+    return state.replace(pipeline_state=PlaygroundState(ps), obs=_flat(ps.obs), reward=reward,
+                         done=done)
+
+
+@jax.tree_util.register_pytree_node_class
+class PlaygroundState:
+  """Playground's `State` (``.state``) as a pytree whose zero-size arrays are not leaves.
+
+  An `mjx.Data` holds arrays with no elements (the contacts of a task without contacts, for
+  one), and orbax refuses to checkpoint those; they carry no values, so they are kept out of
+  the leaves and remade (NumPy zeros of their shape and dtype, per env) when the pytree is
+  rebuilt. Everything else (jit, vmap, `jnp.where` between two states) sees an ordinary
+  pytree.
+  """
+
+  def __init__(self, state: Any):
+    self.state = state
+
+  def tree_flatten(self):
+    leaves, treedef = jax.tree.flatten(self.state)
+    kept = [x for x in leaves if _size(x) != 0]
+    empty = tuple((i, tuple(x.shape), str(x.dtype))
+                  for i, x in enumerate(leaves) if _size(x) == 0)
+    return kept, (treedef, len(leaves), empty)
+
+  @classmethod
+  def tree_unflatten(cls, aux, kept):
+    treedef, count, empty = aux
+    empties = {i: (shape, dtype) for i, shape, dtype in empty}
+    kept = iter(kept)
+    leaves = [np.zeros(*empties[i]) if i in empties else next(kept) for i in range(count)]
+    return cls(jax.tree.unflatten(treedef, leaves))
+
+
+def _size(x: Any) -> int:
+  shape = getattr(x, "shape", None)
+  return -1 if shape is None else int(np.prod(shape))
 
 
 def _flat(obs: Any) -> jax.Array:
