@@ -14,7 +14,8 @@ this table.
 
 Rows: {name, task, impl, batch, steps, first_call_s, ms_per_call, ms_per_step, steps_per_s,
 reset_ms, machine, device, jax}; ms_per_step is per env step of one env (call time / (B * T));
-reset_ms is one env's `reset`, timed likewise (T resets in one scan). A reset matters beyond episode starts:
+reset_ms is one env's `reset`, timed likewise (T resets in one scan; `--reset-impls`, jax only
+by default, else None). A reset matters beyond episode starts:
 `envs.acting.step` computes one on every step and selects it where an episode ended, and
 cheetah_run's reset runs 200 physics steps to let the model settle, as dm_control's does.
 """
@@ -49,6 +50,9 @@ class Args:
   """Env steps per call, T (Warp on a CPU takes up to ~0.5 s per step on walker_walk)."""
   repeats: int = 3
   """Timed calls per subject (median)."""
+  reset_impls: tuple[str, ...] = ("jax",)
+  """Backends whose reset is timed too (Warp's cheetah_run reset, 200 physics steps, takes
+  about a minute on a CPU)."""
   quick: bool = False
   """Tiny sizes: 5 steps, 1 repeat."""
 
@@ -102,7 +106,8 @@ def main(args: Args) -> list[dict]:
       first[name] = time.perf_counter() - start
       print(f"{name}: first call {first[name]:.1f} s", flush=True)
       subjects[name] = (fn, (keys,))
-      resets[name] = (_reset_fn(env, args.steps), (keys,))
+      if impl in args.reset_impls:
+        resets[name] = (_reset_fn(env, args.steps), (keys,))
   seconds = benchlib.interleaved_medians(subjects, args.repeats, warmup=0)
   reset_seconds = benchlib.interleaved_medians(resets, args.repeats, warmup=1)
   rows = []
@@ -112,12 +117,14 @@ def main(args: Args) -> list[dict]:
                      steps=args.steps, first_call_s=first[name], ms_per_call=1e3 * sec,
                      ms_per_step=1e3 * sec / (args.batch * args.steps),
                      steps_per_s=args.batch * args.steps / sec,
-                     reset_ms=1e3 * reset_seconds[name] / (args.batch * args.steps)))
+                     reset_ms=(1e3 * reset_seconds[name] / (args.batch * args.steps)
+                               if name in reset_seconds else None)))
   print(f"{'task':18s} {'impl':5s} {'batch':>5s} {'first call s':>12s} {'ms/step':>9s} "
         f"{'steps/s':>9s} {'reset ms':>9s}")
   for r in rows:
     print(f"{r['task']:18s} {r['impl']:5s} {r['batch']:5d} {r['first_call_s']:12.1f} "
-          f"{r['ms_per_step']:9.2f} {r['steps_per_s']:9.1f} {r['reset_ms']:9.2f}")
+          f"{r['ms_per_step']:9.2f} {r['steps_per_s']:9.1f} "
+          f"{'-' if r['reset_ms'] is None else format(r['reset_ms'], '.2f'):>9s}")
   for task in args.tasks:
     by_impl = {r["impl"]: r["ms_per_step"] for r in rows if r["task"] == task}
     if len(by_impl) > 1:
