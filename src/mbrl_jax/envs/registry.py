@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from mbrl_jax.envs.cartpole import CartpoleContinuous, CartpoleSwingup
 from mbrl_jax import checks
 from mbrl_jax.envs.discrete import CartpoleV1, Catch, DISCRETE_ENVS
+from mbrl_jax.envs import dmc
 from mbrl_jax.envs import gym_adapter
 from mbrl_jax.envs.pendulum import Pendulum
 
@@ -113,6 +114,8 @@ def check_continuous_env(config: Any, field: str = 'env') -> None:
   name = getattr(config, field)
   if gym_adapter.is_gymnasium_name(name):  # "gymnasium:<id>": the adapter checks its spaces
     return gym_adapter.check_name(config, field, continuous=True)
+  if dmc.is_dmc_name(name):  # "dmc/<task>[?options]": MuJoCo Playground's DM Control suite
+    return dmc.check_name(config, field)
   if name in DISCRETE_ENVS:
     checks.fail(config, field, f'{name!r} has discrete actions; this algorithm needs '
                 f'continuous ones (discrete envs: {", ".join(DISCRETE_ENVS)}; '
@@ -124,6 +127,8 @@ def default_episode_length(name: str) -> int:
   """Episode length used by ``make(name)`` when none is given."""
   if gym_adapter.is_gymnasium_name(name):  # the gymnasium spec's max_episode_steps
     return gym_adapter.default_episode_length(name)
+  if dmc.is_dmc_name(name):  # the suite's 1000 env steps over the action repeat
+    return dmc.default_episode_length(name)
   _check_name(name)
   return DEFAULT_EPISODE_LENGTHS.get(name, BRAX_DEFAULT_EPISODE_LENGTH)
 
@@ -140,6 +145,8 @@ def make_unwrapped(name: str, **kwargs: Any) -> Env:
   """Constructs the bare env `name` (no time limit) with `make`'s defaults."""
   if gym_adapter.is_gymnasium_name(name):  # "gymnasium:<id>": stepped on the host
     return gym_adapter.from_gymnasium(name, **kwargs)
+  if dmc.is_dmc_name(name):  # "dmc/<task>[?action_repeat=k&impl=...]": MuJoCo Playground
+    return dmc.make_dmc(name, **kwargs)
   _check_name(name)
   if name in _OURS:
     return _OURS[name](**kwargs)

@@ -29,6 +29,9 @@ Per-env formulas (primes are next_obs):
   r as hopper (dt = 0.008); done = not (0.8 < z' < 2.0 and |angle'| < 1).
 * halfcheetah (Brax, obs = [x, 8 positions, 9 velocities]):
   r = w_f (x' - x) / dt - 0.1 |a|^2 with dt = 0.05; never terminates.
+* dmc/cartpole_swingup, dmc/cartpole_balance, dmc/pendulum_swingup, dmc/reacher_easy,
+  dmc/reacher_hard (MuJoCo Playground, action repeat 1): the suite's rewards, see
+  :mod:`mbrl_jax.envs.dmc`; never terminate.
 
 With ``terminate_when_unhealthy=False`` hopper/walker2d get r's healthy term
 multiplied by healthy(next_obs) and never terminate, as in Brax.
@@ -49,6 +52,7 @@ import jax.numpy as jnp
 
 from mbrl_jax.envs import cartpole
 from mbrl_jax.envs import discrete
+from mbrl_jax.envs import dmc
 from mbrl_jax.envs import pendulum
 from mbrl_jax.envs import registry
 
@@ -249,6 +253,7 @@ _FACTORIES: dict[str, Callable[[Env], TaskFns]] = {
     'walker2d': _walker2d,
     'halfcheetah': _halfcheetah,
     'gymnasium:Pendulum-v1': _pendulum,   # gymnasium's own, stepped on the host
+    **{name: (lambda env, f=f: TaskFns(*f(env))) for name, f in dmc.TASK_FNS.items()},
 }
 
 
