@@ -49,6 +49,20 @@ def test_a_config_naming_an_unknown_task_fails_on_its_field():
     pets.Config(env="dmc/cartpole_swingupp")
 
 
+def test_every_task_has_a_termination_fn_and_mbpo_accepts_it():
+  from mbrl_jax.algorithms import mbpo
+  # Cheetah's reward reads the torso's velocity, which the observation lacks: no reward fn,
+  # but its episodes never terminate, which is all MBPO's rollouts need.
+  name = "dmc/cheetah_run?action_repeat=2"
+  assert name not in envs.task_fn_names() and envs.has_termination_fn(name)
+  obs = jnp.zeros((3, 17))
+  np.testing.assert_array_equal(envs.get_termination_fn(name)(obs, jnp.zeros((3, 6)), obs),
+                                np.zeros(3))
+  mbpo.check_model_run(mbpo.Config(env=name))
+  with pytest.raises(ValueError, match="'ant' has no termination function"):
+    mbpo.check_model_run(mbpo.Config(env="ant"))
+
+
 def test_missing_playground_names_the_extra(monkeypatch):
   monkeypatch.setitem(sys.modules, "mujoco_playground", None)   # import raises ImportError
   with pytest.raises(ImportError, match=r'pip install "mbrl_jax\[dmc\]"') as e:

@@ -176,7 +176,7 @@ class Config:
   """An MBPO run.
 
   Attributes:
-    env: environment name; needs a termination function (`mbrl_jax.envs.task_fn_names`).
+    env: environment name; needs a termination function (`mbrl_jax.envs.has_termination_fn`).
     env_steps: env-step budget, initial exploration included; the run does
       (env_steps - init_exploration_steps) // epoch_length epochs.
     epoch_length: E, env steps per epoch (one compiled call, then an evaluation).
@@ -394,9 +394,10 @@ returns are not comparable number for number with the paper's gym results."""
 def check_model_run(config: Config) -> None:
   """What a run with a model needs beyond a valid config (model-free SAC on this loop does
   not): a termination function for the rollouts and real data for the first fit."""
-  if config.env not in envs.task_fn_names():
+  if not envs.has_termination_fn(config.env):
     checks.fail(config, "env", f"{config.env!r} has no termination function; MBPO needs one of "
-                f"{', '.join(envs.task_fn_names())}")
+                f"{', '.join(envs.task_fn_names())} or a dmc/ task (register one with "
+                f"mbrl_jax.envs.task_fns.register)")
   if config.init_exploration_steps < 1:
     checks.fail(config, "init_exploration_steps", "must be >= 1: the first model fit needs "
                 "real data")
@@ -578,7 +579,7 @@ def make_parts(config: Config, *, use_model: bool = True) -> Parts:
       num_elites=m.num_elites, hidden_sizes=m.hidden_sizes, activation=m.activation,
       probabilistic=True, predict_reward=True, learn_logvar_bounds=m.learn_logvar_bounds)
   return Parts(env=env, sac=sac, ensemble=ens, trainer=models.make_trainer(ens, config.fit),
-               termination_fn=envs.get_task_fns(config.env).termination_fn)
+               termination_fn=envs.get_termination_fn(config.env))
 
 
 def _init(parts: Parts, config: Config, key: PRNGKey) -> State:

@@ -5,9 +5,12 @@
   [-1, 1], 200-step episodes), the discrete ones of :mod:`mbrl_jax.envs.discrete`
   (``cartpole_v1``, ``catch``: int32 [] actions, ``num_actions``, a true ``model_step``
   for tree search; ``DISCRETE_ENVS``) and every Brax env by name, time-limited with
-  Brax's ``EpisodeWrapper``.
+  Brax's ``EpisodeWrapper``; ``"gymnasium:<id>"`` (:mod:`mbrl_jax.envs.gym_adapter`) and
+  ``"dmc/<task>[?action_repeat=k]"``, DeepMind Control through MuJoCo Playground
+  (:mod:`mbrl_jax.envs.dmc`, the ``dmc`` extra).
 * :func:`get_task_fns` (and :func:`get_reward_fn`, :func:`get_termination_fn`):
-  ``fn(obs, action, next_obs)`` that reproduce the env's reward and done exactly.
+  ``fn(obs, action, next_obs)`` that reproduce the env's reward and done exactly;
+  :func:`has_termination_fn` also answers for the dmc tasks without a closed-form reward.
 * :class:`PixelObservation`: uint8 [size, size, 3] image observations.
 * :mod:`mbrl_jax.envs.acting`: one policy type with its own state and the one
   way to step, collect and evaluate (``acting.step``, ``collect``, ``episode``,
@@ -22,6 +25,7 @@
 
 from mbrl_jax.envs import acting
 from mbrl_jax.envs import discrete
+from mbrl_jax.envs import dmc
 from mbrl_jax.envs import maze
 
 from mbrl_jax.envs.cartpole import CartpoleContinuous
@@ -47,6 +51,7 @@ from mbrl_jax.envs.rollout import rollout
 from mbrl_jax.envs.task_fns import get_reward_fn
 from mbrl_jax.envs.task_fns import get_task_fns
 from mbrl_jax.envs.task_fns import get_termination_fn
+from mbrl_jax.envs.task_fns import has_termination_fn
 from mbrl_jax.envs.task_fns import task_fn_names
 from mbrl_jax.envs.task_fns import TaskFns
 
@@ -71,6 +76,7 @@ __all__ = [
     'get_reward_fn',
     'get_task_fns',
     'get_termination_fn',
+    'has_termination_fn',
     'make',
     'maze',
     'make_unwrapped',

@@ -305,6 +305,15 @@ def get_reward_fn(name: str, **env_kwargs: Any) -> TaskFn:
   return get_task_fns(name, **env_kwargs).reward_fn
 
 
+def has_termination_fn(name: str) -> bool:
+  """Whether `get_termination_fn(name)` has an answer: every name of `task_fn_names`, and
+  every DM Control name (with or without options), whose tasks never terminate, also those
+  without a closed-form reward (MBPO learns the reward and needs only this)."""
+  return name in _FACTORIES or dmc.is_dmc_name(name)
+
+
 def get_termination_fn(name: str, **env_kwargs: Any) -> TaskFn:
   """``termination_fn(obs, action, next_obs) -> float32 [...]`` (1.0 = done)."""
+  if name not in _FACTORIES and dmc.is_dmc_name(name):
+    return _never                 # the suite's tasks end only at the time limit
   return get_task_fns(name, **env_kwargs).termination_fn
