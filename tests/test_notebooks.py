@@ -53,7 +53,8 @@ TINY: dict[str, dict] = {
                           ELITES=2, HIDDEN=(16, 16), FIT_EPOCHS=3, SAC_HIDDEN=(16, 16),
                           SAC_BATCH=32, ROLLOUT_LENGTH=2, ROLLOUT_BATCH=50, EPOCHS=1,
                           EPOCH_LENGTH=20, EVAL_EPISODES=1, ALGOS=("mopo",), DATA_DIR="temp",
-                          COMBO_RAMBO=("combo",), CQL_ACTIONS=2, ADV_STEPS=10, BC_EPOCHS=1),
+                          COMBO_RAMBO=("combo",), CQL_ACTIONS=2, ADV_STEPS=10, BC_EPOCHS=1,
+                          MOREC_ITERATIONS=20, MOREC_HIDDEN=(16,), MOREC_CANDIDATES=2),
 }
 CELL_TIMEOUT_S = 300
 KERNEL_NAME = "mbrl-jax-test-python"
