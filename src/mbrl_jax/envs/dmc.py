@@ -59,6 +59,25 @@ walker tasks: their rewards read the torso's subtree linear velocity (and for wa
 height), which the observation does not contain. None of the tasks terminates (termination fn
 0). With action repeat k the reward of an agent step is a sum over intermediate states the
 model does not see, so no task fns are registered under names with options.
+`envs.has_termination_fn` is true for every dmc name: MBPO learns the reward and needs only the
+termination fn, so it runs on every task and repeat.
+
+What Playground's MJX versions change against the original dm_control tasks (read from
+Playground 0.2.0's source and XMLs against dm_control's):
+
+* every task: ``eulerdamp="disable"``, far fewer solver iterations than MuJoCo's defaults of
+  100 / 50 (cartpole 1 / 4, pendulum 4 / 8, cheetah 4 / 8, walker 2 / 5, reacher 1 / 6), the
+  ``energy`` flag dropped, ``done`` only on a NaN state; 1000-step episodes as in the suite;
+* cartpole: Euler instead of RK4 (timestep 0.01 unchanged);
+* pendulum: timestep 0.02 becomes 0.01 with 2 substeps; the observation is ordered [xz, zz]
+  (dm_control: [zz, xz]); the start angle is drawn from U[0, pi) instead of U[-pi, pi);
+* cheetah: timestep unchanged; MJX contact caps (6 contact points, 4 geom pairs); the 200-step
+  settle at reset kept;
+* walker: 0.0025 s timestep with 10 substeps as in dm_control, contact caps 4 / 4 (Warp reports
+  hitting its 2-iteration solver limit); the observation's "height" entry is the torso's zz
+  orientation, not its height, so the observation lacks the torso height;
+* reacher: timestep 0.02 becomes 0.005 with 4 substeps; the target is a mocap body; the root's
+  decorative geom is removed.
 
 Pixels: not available through this module. Playground renders pixel observations only in the
 ``vision`` variants of a few tasks (cartpole among them), with MJX's Warp ray tracer, whose
