@@ -314,8 +314,9 @@ class DmcEnv(Env):
 
   def reset(self, rng: jax.Array) -> State:
     ps = self._env.reset(rng)
-    return State(pipeline_state=PlaygroundState(ps), obs=_flat(ps.obs), reward=jnp.zeros((), jnp.float32),
-                 done=jnp.zeros((), jnp.float32), metrics={}, info={})
+    return State(pipeline_state=PlaygroundState(ps), obs=_flat(ps.obs),
+                 reward=jnp.zeros((), jnp.float32), done=jnp.zeros((), jnp.float32),
+                 metrics={}, info={})
 
   def step(self, state: State, action: jax.Array) -> State:
     def one(carry, _):
@@ -401,12 +402,7 @@ def _tolerance() -> Callable[..., jax.Array]:
   return reward.tolerance
 
 
-def _never(obs: jax.Array, action: jax.Array, next_obs: jax.Array) -> jax.Array:
-  del obs, action
-  return jnp.zeros(next_obs.shape[:-1], jnp.float32)
-
-
-def _cartpole_fns(env: DmcEnv):
+def _cartpole_reward(env: DmcEnv):
   del env
   tol = _tolerance()
 
@@ -420,10 +416,10 @@ def _cartpole_fns(env: DmcEnv):
     small_velocity = (1 + tol(next_obs[..., 4], margin=5)) / 2
     return (upright * centered * small_control * small_velocity).astype(jnp.float32)
 
-  return reward_fn, _never
+  return reward_fn
 
 
-def _pendulum_fns(env: DmcEnv):
+def _pendulum_reward(env: DmcEnv):
   del env
   tol = _tolerance()
   cos_bound = float(jnp.cos(jnp.deg2rad(8.0)))     # Playground's _COSINE_BOUND
@@ -432,10 +428,10 @@ def _pendulum_fns(env: DmcEnv):
     del obs, action
     return tol(next_obs[..., 1], (cos_bound, 1.0)).astype(jnp.float32)
 
-  return reward_fn, _never
+  return reward_fn
 
 
-def _reacher_fns(env: DmcEnv):
+def _reacher_reward(env: DmcEnv):
   tol = _tolerance()
   radii = float(env.playground_env._radii)        # pylint: disable=protected-access
 
@@ -444,14 +440,15 @@ def _reacher_fns(env: DmcEnv):
     dist = jnp.linalg.norm(next_obs[..., 2:4], axis=-1)
     return tol(dist, (0.0, radii)).astype(jnp.float32)
 
-  return reward_fn, _never
+  return reward_fn
 
 
-# name -> factory(env) -> (reward_fn, termination_fn); envs.task_fns wraps them in TaskFns.
-TASK_FNS: dict[str, Callable[[DmcEnv], tuple[Callable, Callable]]] = {
-    PREFIX + "cartpole_swingup": _cartpole_fns,
-    PREFIX + "cartpole_balance": _cartpole_fns,
-    PREFIX + "pendulum_swingup": _pendulum_fns,
-    PREFIX + "reacher_easy": _reacher_fns,
-    PREFIX + "reacher_hard": _reacher_fns,
+# name -> factory(env) -> reward_fn; envs.task_fns pairs each with its termination fn that
+# never fires (no suite task terminates).
+TASK_FNS: dict[str, Callable[[DmcEnv], Callable]] = {
+    PREFIX + "cartpole_swingup": _cartpole_reward,
+    PREFIX + "cartpole_balance": _cartpole_reward,
+    PREFIX + "pendulum_swingup": _pendulum_reward,
+    PREFIX + "reacher_easy": _reacher_reward,
+    PREFIX + "reacher_hard": _reacher_reward,
 }

@@ -253,7 +253,7 @@ _FACTORIES: dict[str, Callable[[Env], TaskFns]] = {
     'walker2d': _walker2d,
     'halfcheetah': _halfcheetah,
     'gymnasium:Pendulum-v1': _pendulum,   # gymnasium's own, stepped on the host
-    **{name: (lambda env, f=f: TaskFns(*f(env))) for name, f in dmc.TASK_FNS.items()},
+    **{name: (lambda env, f=f: TaskFns(f(env), _never)) for name, f in dmc.TASK_FNS.items()},
 }
 
 
