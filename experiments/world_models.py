@@ -5,7 +5,7 @@ M's dream, seeds vmapped, one compiled call per CMA-ES generation.
   python experiments/world_models.py --preset pendulum --seeds 2 --out runs/wm_real
   python experiments/world_models.py --preset dream --temperature 1.15 --out runs/wm_dream
   python experiments/world_models.py --preset v_only --out runs/wm_v_only
-  python experiments/world_models.py --preset iterative --temperature 1.0 --out runs/wm_it
+  python experiments/world_models.py --preset iterative --out runs/wm_it      # tau 0.1
   python experiments/world_models.py --preset quick                   # seconds: the loop
   python experiments/world_models.py --resume runs/wm_real             # after a crash or a kill
 
