@@ -5,11 +5,13 @@ M's dream, seeds vmapped, one compiled call per CMA-ES generation.
   python experiments/world_models.py --preset pendulum --seeds 2 --out runs/wm_real
   python experiments/world_models.py --preset dream --temperature 1.15 --out runs/wm_dream
   python experiments/world_models.py --preset v_only --out runs/wm_v_only
+  python experiments/world_models.py --preset iterative --out runs/wm_it      # tau 0.1
   python experiments/world_models.py --preset quick                   # seconds: the loop
   python experiments/world_models.py --resume runs/wm_real             # after a crash or a kill
 
 The random-policy episodes, V's and M's fits happen in the first compiled call (init), then
-one call per generation; after the last one the CMA-ES mean of every seed is scored on
+one call per generation (per iteration with --iterations N > 0, e.g. the `iterative` preset:
+collect with the controller, refit M, `generations` generations); after the last one the CMA-ES mean of every seed is scored on
 --final-episodes real episodes (default 100) and written to DIR/final_eval.json. Writes
 DIR/config.json, DIR/metrics.jsonl and DIR/metrics.csv (per seed and generation: eval/return,
 es/best_fitness, es/mean_fitness, es/sigma, env_steps, model/vae_loss, model/mdn_nll, ...),
@@ -62,22 +64,39 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
   what = ("V-only" if config.controller_inputs == "z" else "V+M+C") + (
       f", dream at tau {config.temperature:g}" if config.train_in == "dream" else ", real env")
 
+  iterative = config.iterations > 0
+  unit, total = ("iteration", config.iterations) if iterative else ("generation",
+                                                                   config.generations)
+
   def line(gen: int, metrics: dict, wall: float) -> str:
     r = metrics["eval/return"]
-    return (f"generation {gen + 1}/{config.generations}: eval return mean {r.mean():.1f} "
+    extra = ""
+    if iterative:
+      extra = (f" | collected return {metrics['train/return'].mean():.1f} dream return of "
+               f"the mean {metrics['es/dream_return'].mean():.1f} | mdn nll on the new data "
+               f"{metrics['model/mdn_nll_collected'].mean():.3f} -> refit "
+               f"{metrics['model/mdn_nll'].mean():.3f} | vae recon new "
+               f"{metrics['model/vae_recon_collected'].mean():.1f} random "
+               f"{metrics['model/vae_recon_random'].mean():.1f}")
+    return (f"{unit} {gen + 1}/{total}: eval return mean {r.mean():.1f} "
             f"(per seed {' '.join(f'{v:.1f}' for v in np.atleast_1d(r))}) | candidates mean "
             f"{metrics['es/mean_fitness'].mean():.1f} best so far "
             f"{metrics['es/best_fitness'].mean():.1f} | sigma {metrics['es/sigma'].mean():.3f}"
             f" | vae {metrics['model/vae_loss'].mean():.1f} mdn nll "
-            f"{metrics['model/mdn_nll'].mean():.3f} | {wall:.1f} s")
+            f"{metrics['model/mdn_nll'].mean():.3f}{extra} | {wall:.1f} s")
 
   algorithm = world_models.make(config)
   history = run.execute(
-      algorithm, title=f"World Models {config.env}", line_fn=line, x="generation",
+      algorithm, title=f"World Models {config.env}", line_fn=line,
+      x="env_steps" if iterative else "generation",
       y="eval/return",
       header=f"World Models ({what}) on pixel {config.env}: preset {args.preset}, seeds "
-             f"{run.seeds}, {config.random_episodes} random episodes, {config.generations} "
-             f"generations of {config.population} x {config.rollouts} rollouts")
+             f"{run.seeds}, {config.random_episodes} random episodes, "
+             + (f"{config.iterations} iterations of {config.collect_episodes} episodes "
+                f"(noise {config.collect_noise:g}), M refit {config.refit_steps} steps, "
+                if iterative else "")
+             + f"{config.generations} generations of {config.population} x "
+             f"{config.rollouts} rollouts")
   # The finished run's checkpoint holds the final state: a resume there runs no chunk.
   state, _ = run_lib.train(algorithm, run.keys, checkpoint_dir=str(run.out / "checkpoints"),
                            resume=True)

@@ -1,5 +1,6 @@
 """World Models ablation arms sharing one V and M: from a `world_models.py` run's latest
-checkpoint (V and M are fitted once, in init, and never change after), evolve a fresh
+checkpoint (V and M are fitted once, in init, and never change after; an iterative run's
+latest M is the one refitted on every controller's data so far), evolve a fresh
 controller per arm (dream training at several temperatures, V-only in the real env, ...)
 and score each arm's CMA-ES mean on real episodes. Every arm then differs only in how C is
 trained, not in V's or M's fit, and init (the costly part on a CPU) runs once.
@@ -37,7 +38,9 @@ import world_models as wm_script  # noqa: E402
 
 def arm_config(config: wm.Config, arm: str, generations: int) -> wm.Config:
   name, _, tau = arm.partition(":")
-  changes = dict(generations=generations)
+  # Arms run one generation per chunk: from an iterative source (`--preset iterative`) they
+  # evolve C against its last M (fitted on the controllers' data too) and collect nothing.
+  changes = dict(generations=generations, iterations=0)
   if name in ("dream", "dream_v_only"):
     if not tau:
       raise SystemExit(f"error: arm {arm!r} needs a temperature, e.g. {name}:1.0")

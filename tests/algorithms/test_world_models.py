@@ -1,5 +1,6 @@
 """World Models: config checks, CMA-ES learning a controller on a cheap true-latent task, one
-compiled call per generation (no recompilation of the second)."""
+compiled call per generation (no recompilation of the second), and iterative mode's chunk
+(the second iteration compiles nothing; the dataset grows with the controller's episodes)."""
 
 import dataclasses
 
@@ -31,6 +32,10 @@ TINY = wm.Config(image_size=8, episode_length=6, random_episodes=2,
     (dict(population=2), "Config.population must be >= 4"),
     (dict(temperature=0.0), "Config.temperature must be in \\(0"),
     (dict(rollouts=0), "Config.rollouts must be a positive int"),
+    (dict(iterations=-1), "Config.iterations must be an int >= 0"),
+    (dict(iterations=2, collect_episodes=0), "Config.collect_episodes must be a positive int"),
+    (dict(iterations=2, collect_noise=-0.1), "Config.collect_noise must be in \\[0"),
+    (dict(iterations=2, mdn_steps=0), "Config.mdn_steps must be >= 1 with iterations > 0"),
 ])
 def test_bad_config(changes, match):
   with pytest.raises(ValueError, match=match):
@@ -98,3 +103,41 @@ def test_generation_step_compiles_once():
     assert np.isfinite(float(m["eval/return"])) and not bool(m["nonfinite/es"])
     assert float(m["es/best_fitness"]) >= float(m["es/generation_best"]) - 1e-4
   assert ("train/return" in m2) == (train_in == "real")
+
+
+def test_iteration_compiles_once_and_the_dataset_grows_with_controller_data():
+  # Iterative mode, noise-free collection so the controller's actions can be checked exactly:
+  # the first iteration collects with a bias-only controller (W = 0, b = 0.5), so every new
+  # action is tanh(0.5); rows of the fixed-capacity dataset past `count` stay zero.
+  config = dataclasses.replace(TINY, train_in="dream", iterations=2, collect_episodes=2,
+                               collect_noise=0.0, refit_steps=2)
+  parts = wm.make_parts(config)
+  algorithm = wm.make(config)
+  assert algorithm.unit == "iteration" and algorithm.num_chunks == 2
+  state = wm.untrained_state(parts, jax.random.key(0), config)
+  assert state.data.mean.shape == (config.capacity, 7, 2) and int(state.data.count) == 0
+  theta = jnp.zeros(parts.es.num_dims).at[-1].set(0.5)
+  state = state._replace(es=state.es.replace(mean=theta))
+  mdn_before = state.mdn_params
+  step = jax.jit(algorithm.step)
+  state, m1 = step(state)
+  first = np.asarray(state.data.action)
+  state, m2 = step(state)
+  assert step._cache_size() == 1                       # iteration 2 compiled nothing
+  data = state.data
+  assert int(data.count) == 4 and [int(m["model/dataset_episodes"]) for m in (m1, m2)] == [2, 4]
+  np.testing.assert_allclose(first[:2], np.tanh(0.5), rtol=1e-6)  # the controller's actions
+  np.testing.assert_array_equal(np.asarray(data.action[:2]), first[:2])   # kept, not moved
+  second = np.asarray(data.action[2:4])
+  assert np.all(np.abs(second) <= 1.0) and not np.allclose(second, np.tanh(0.5))  # new C
+  np.testing.assert_array_equal(np.asarray(data.action[4:]), 0.0)   # unfilled rows
+  assert np.all(np.asarray(data.log_std[:4]) != 0.0)                # V's encodings stored
+  assert int(m2["env_steps"]) == 4 * config.episode_length          # dream: collection only
+  assert int(state.generation) == 2 * config.generations
+  assert not jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)),
+                                       mdn_before, state.mdn_params))      # M was refitted
+  for m in (m1, m2):
+    for name in ("eval/return", "train/return", "es/dream_return", "model/mdn_nll",
+                 "model/mdn_nll_collected", "model/vae_recon_collected"):
+      assert np.isfinite(float(m[name])), name
+    assert not bool(m["nonfinite/es"]) and not bool(m["nonfinite/fitness"])

@@ -21,7 +21,7 @@ from mbrl_jax.run.metrics import read_jsonl  # noqa: E402
 
 
 # The column that numbers a run's compiled chunks, by algorithm.
-INDEX_COLUMNS = ("trial", "epoch", "chunk", "generation")
+INDEX_COLUMNS = ("trial", "epoch", "chunk", "generation", "iteration")
 
 
 def curves(rows: list[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
