@@ -474,27 +474,21 @@ def collect_controller(parts: Parts, config: Config, vae_params, mdn_params, the
                        key: PRNGKey, num_episodes: int, noise: float) -> Collected:
   """`num_episodes` real episodes of controller `theta` (acting as `real_episode`: z the mean
   of V, h from M) with N(0, noise^2) added to its actions (then clipped to [-1, 1]), vmapped."""
-  env, mdn, vae = parts.env, parts.mdn, parts.vae
-  use_h = config.controller_inputs == "zh"
+  vae = parts.vae
 
   def one(key):
     reset_key, key = jax.random.split(key)
 
     def body(carry, k):
       state, lstm, ended = carry
-      z, log_std = vae.encode(vae_params, state.obs)
+      nxt, lstm, z, log_std, a = real_step(parts, config, vae_params, mdn_params, theta, state,
+                                           lstm, noise, k)
       recon = vae_lib.squared_error(vae.decode(vae_params, z), vae_lib.to_unit(state.obs))
-      x = jnp.concatenate([z, lstm.h]) if use_h else z
-      a = controller_action(theta, x, parts.action_size)
-      a = jnp.clip(a + noise * jax.random.normal(k, a.shape, a.dtype), -1.0, 1.0)
-      if use_h:
-        lstm, _ = mdn.step(mdn_params, lstm, z, a)
-      nxt = env.step(state, a)
       done = jnp.maximum(ended, nxt.done)
       out = (z, log_std, a, jnp.where(ended > 0, 0.0, nxt.reward), done, recon)
       return (nxt, lstm, done), out
 
-    init = (env.reset(reset_key), mdn.initial_state(), jnp.zeros(()))
+    init = (parts.env.reset(reset_key), parts.mdn.initial_state(), jnp.zeros(()))
     (last, _, _), (z, log_std, a, r, d, recon) = jax.lax.scan(
         body, init, jax.random.split(key, config.episode_length))
     z_T, log_std_T = vae.encode(vae_params, last.obs)
@@ -523,24 +517,33 @@ def append(data: Dataset, mean, log_std, action, reward, done) -> Dataset:
                  done=put(data.done, done), count=data.count + mean.shape[0])
 
 
+def real_step(parts: Parts, config: Config, vae_params, mdn_params, theta: jax.Array,
+              env_state, lstm, noise: float = 0.0, key: PRNGKey | None = None):
+  """One real env step of controller `theta`: V's posterior (z, log_std) of the frame, the
+  action on [z, h] (plus N(0, noise^2) when `key` is given, clipped to [-1, 1]), M's next
+  LSTM state (kept as is for a V-only controller) and the env's next state:
+  (next env state, lstm, z, log_std, action)."""
+  z, log_std = parts.vae.encode(vae_params, env_state.obs)
+  use_h = config.controller_inputs == "zh"
+  x = jnp.concatenate([z, lstm.h]) if use_h else z
+  a = controller_action(theta, x, parts.action_size)
+  if key is not None:
+    a = jnp.clip(a + noise * jax.random.normal(key, a.shape, a.dtype), -1.0, 1.0)
+  if use_h:
+    lstm, _ = parts.mdn.step(mdn_params, lstm, z, a)
+  return parts.env.step(env_state, a), lstm, z, log_std, a
+
+
 def real_episode(parts: Parts, config: Config, vae_params, mdn_params, theta: jax.Array,
                  key: PRNGKey) -> jax.Array:
   """The return of one real episode of controller `theta` (frames through V, h from M)."""
-  env, mdn = parts.env, parts.mdn
-  use_h = config.controller_inputs == "zh"
-
   def body(carry, _):
     state, lstm, ret, ended = carry
-    z, _ = parts.vae.encode(vae_params, state.obs)
-    x = jnp.concatenate([z, lstm.h]) if use_h else z
-    a = controller_action(theta, x, parts.action_size)
-    if use_h:
-      lstm, _ = mdn.step(mdn_params, lstm, z, a)
-    nxt = env.step(state, a)
+    nxt, lstm, _, _, _ = real_step(parts, config, vae_params, mdn_params, theta, state, lstm)
     ret = ret + jnp.where(ended > 0, 0.0, nxt.reward)
     return (nxt, lstm, ret, jnp.maximum(ended, nxt.done)), None
 
-  init = (env.reset(key), mdn.initial_state(), jnp.zeros(()), jnp.zeros(()))
+  init = (parts.env.reset(key), parts.mdn.initial_state(), jnp.zeros(()), jnp.zeros(()))
   (_, _, ret, _), _ = jax.lax.scan(body, init, None, length=config.episode_length)
   return ret
 
