@@ -145,10 +145,7 @@ def main(args: Args) -> list[dict]:
     print(f"{r['name']:34s} {size:>10s} {r['horizon']:3d} {r['ms_per_plan']:8.2f} "
           f"{r['ms_per_plan_single']:9.2f} {r['return_mean']:8.1f}  "
           + " ".join(f"{v:.1f}" for v in r["returns"]))
-  for r in rows:
-    r.update(benchlib.machine_info())
-  benchlib.write_rows(args.out, rows)
-  return rows
+  return benchlib.finish(args.out, rows)
 
 
 if __name__ == "__main__":

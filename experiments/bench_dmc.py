@@ -130,10 +130,7 @@ def main(args: Args) -> list[dict]:
     if len(by_impl) > 1:
       print(f"{task}: fastest {min(by_impl, key=by_impl.get)} "
             f"(warp / jax = {by_impl.get('warp', float('nan')) / by_impl.get('jax', 1):.1f})")
-  for r in rows:
-    r.update(benchlib.machine_info())
-  benchlib.write_rows(args.out, rows)
-  return rows
+  return benchlib.finish(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -167,10 +167,7 @@ def main(args: Args) -> list[dict]:
   print(f"speed-up of the compiled, vmapped call over the NumPy loop: "
         f"{rows[0]['speedup']:.1f}x per Q update ({rows[0]['speedup_seconds']:.1f}x in "
         f"seconds for {args.runs} runs)")
-  for r in rows:
-    r.update(benchlib.machine_info())
-  benchlib.write_rows(args.out, rows)
-  return rows
+  return benchlib.finish(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -119,10 +119,7 @@ def main(args: Args) -> list[dict]:
              if "slowdown_vs_jax" in r else f"{'-':>19s} {'-':>7s}")
     print(f"{r['name']:24s} {r['batch']:5d} {r['ms_per_call']:9.2f} {r['steps_per_s']:11.0f} "
           f"{r['us_per_step']:8.2f} {extra}")
-  for r in rows:
-    r.update(benchlib.machine_info())
-  benchlib.write_rows(args.out, rows)
-  return rows
+  return benchlib.finish(args.out, rows)
 
 
 if __name__ == "__main__":

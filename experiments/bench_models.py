@@ -103,11 +103,7 @@ def main(args: Args) -> list[dict]:
         trained_rows = -(-args.rows // batch) * batch * members
         row(f"fit/batch{batch}/{tag}", t, 3 * ens.spec.flops_per_row() * trained_rows, ceiling,
             epoch_s=t, rows_per_s=args.rows / t, members=members, layers=layers, batch=batch)
-  meta = benchlib.machine_info()
-  for r in results:
-    r.update(meta)
-  benchlib.write_rows(args.out, results)
-  return results
+  return benchlib.finish(args.out, results)
 
 
 if __name__ == "__main__":

@@ -109,8 +109,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     line += " ".join(f"{c['score_mean']:6.1f} [{c['score_min']:.0f},{c['score_max']:.0f}]".rjust(16)
                      for c in (cells[x] for x in a.algos))
     print(line)
-  benchlib.write_rows(a.out, [dict(benchlib.machine_info(), **r) for r in rows])
-  return rows
+  return benchlib.finish(a.out, rows)
 
 
 if __name__ == "__main__":

@@ -335,13 +335,9 @@ def main(args: Args) -> list[dict]:
             f" faster; small {by_name['cem/small']['latency_s'] / by_name[f'cem/small/{v}']['latency_s']:.2f}x"
             f" faster; small is {ratio:.1f}x faster per action than notebook")
   # The machine is shared: the load average (other processes) changes the ratios, so record it.
-  meta = dict(benchlib.machine_info(), loadavg_1m_start=load_start,
-              loadavg_1m_end=os.getloadavg()[0], cpu_count=os.cpu_count())
-  for r in results:
-    r.update(meta)
   print(f"total {time.perf_counter() - t_start:.0f} s")
-  benchlib.write_rows(args.out, results)
-  return results
+  return benchlib.finish(args.out, results, loadavg_1m_start=load_start,
+                         loadavg_1m_end=os.getloadavg()[0], cpu_count=os.cpu_count())
 
 
 if __name__ == "__main__":

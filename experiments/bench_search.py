@@ -215,10 +215,7 @@ def main(args: Args) -> list[dict]:
     gf = f"{r['gflops']:8.2f}" if "gflops" in r else f"{'-':>8s}"
     print(f"{r['name']:28s} {r['batch']:6d} {r['num_simulations']:5d} {r['ms_per_plan']:9.2f} "
           f"{r['sims_per_s']:12.0f} {gf}")
-  for r in rows:
-    r.update(benchlib.machine_info())
-  benchlib.write_rows(args.out, rows)
-  return rows
+  return benchlib.finish(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -231,9 +231,6 @@ def main(args: Args) -> list[dict]:
   rows = []
   for name in args.envs:
     rows.append(run_env(name, args, config))
-  meta = benchlib.machine_info()
-  for r in rows:
-    r.update(meta)
   h = args.horizon
   print(f"\n{h}-step open-loop MSE in original units (mean over starts, steps and dims); "
         f"nMSE: each dim's MSE / its variance, mean over dims")
@@ -249,8 +246,7 @@ def main(args: Args) -> list[dict]:
   for r in rows:
     print(f"{r['env']}: MSE per obs dim, model {np.round(r['model_mse_per_dim'], 4).tolist()}"
           f" | no change {np.round(r['no_change_mse_per_dim'], 4).tolist()}")
-  benchlib.write_rows(args.out, rows)
-  return rows
+  return benchlib.finish(args.out, rows)
 
 
 if __name__ == "__main__":

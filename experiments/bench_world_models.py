@@ -135,10 +135,7 @@ def main(args: Args) -> list[dict]:
     env_rate = f"{r['env_steps_per_s']:12.0f}" if "env_steps_per_s" in r else f"{'-':>12s}"
     unit = "gen" if r["name"].split("/")[1] == "generation" else "steps"
     print(f"{r['name']:28s} {r['seconds']:9.3f} {r['per_s']:7.2f} {unit:>5s} {env_rate}")
-  for r in rows:
-    r.update(benchlib.machine_info())
-  benchlib.write_rows(args.out, rows)
-  return rows
+  return benchlib.finish(args.out, rows)
 
 
 if __name__ == "__main__":

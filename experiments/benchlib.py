@@ -104,6 +104,17 @@ def write_rows(out: pathlib.Path | None, rows: list[dict[str, Any]]) -> None:
   print(f"wrote {out}")
 
 
+def finish(out: pathlib.Path | None, rows: list[dict[str, Any]],
+           **meta: Any) -> list[dict[str, Any]]:
+  """The benchmarks' ending: stamps `machine_info()` and `meta` on every row (in place), writes
+  them to `out` (nothing when None) and returns them."""
+  stamp = dict(machine_info(), **meta)
+  for r in rows:
+    r.update(stamp)
+  write_rows(out, rows)
+  return rows
+
+
 def machine_info() -> dict[str, Any]:
   return dict(machine=platform.processor() or platform.machine(), device=str(jax.devices()[0]),
               num_devices=jax.device_count(), jax=jax.__version__)
