@@ -2,6 +2,10 @@
 
 import pathlib
 
+import pytest
+
+pytestmark = pytest.mark.full_compile   # runtime-bound (tests/conftest.py)
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

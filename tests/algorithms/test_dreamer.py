@@ -22,6 +22,8 @@ from mbrl_jax.models import rssm
 from mbrl_jax.policies import imagination as im
 from tests.conftest import count_compilations
 
+pytestmark = pytest.mark.full_compile   # runtime-bound (tests/conftest.py)
+
 TINY_WM = rssm.WorldModelConfig(deter=16, stoch=4, classes=4, hidden=16, mlp_layers=1,
                                 cnn_depth=4)
 TINY = dreamer.Config(

@@ -20,8 +20,6 @@ from mbrl_jax.policies import dqn as dqn_lib
 from mbrl_jax.types import Transition
 from tests.conftest import count_compilations
 
-pytestmark = pytest.mark.cheap_compile   # compile-bound (tests/conftest.py)
-
 
 def _dense(kernel, bias):
   return {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}

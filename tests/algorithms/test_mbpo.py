@@ -23,6 +23,8 @@ from mbrl_jax.models import training
 from mbrl_jax.types import Transition
 from tests.conftest import count_compilations
 
+pytestmark = pytest.mark.full_compile   # runtime-bound (tests/conftest.py)
+
 # Cart-pole balancing with small networks: 200 random steps, then 4 epochs of 200 steps (k
 # rising 1, 2, 4, 4), two seeds vmapped. Every end-to-end test shares its compiled epoch, and
 # it learns: its evaluation return rises from the random policy's ~27 to 100-200 (measured).

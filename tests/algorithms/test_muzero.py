@@ -19,6 +19,8 @@ from mbrl_jax import run as run_lib
 from mbrl_jax.algorithms import muzero
 from tests.conftest import count_compilations
 
+pytestmark = pytest.mark.full_compile   # a NaN under the cheap pipeline (tests/conftest.py)
+
 
 def test_h_transform_round_trip_and_two_hot_targets_by_hand():
   support = muzero.Support(max=1.0, bins=21)                  # bins -1.0, -0.9, ..., 1.0

@@ -17,6 +17,8 @@ from mbrl_jax.types import Transition
 from tests.algorithms.conftest import last_returns, learn_config, learning_bar
 from tests.conftest import count_compilations
 
+pytestmark = pytest.mark.full_compile   # runtime-bound (tests/conftest.py)
+
 
 def test_cql_penalty_by_hand():
   # C = 2 critics, N = 2 pushed-down states, M = 3 sampled actions; Nd = 2 data rows.

@@ -15,6 +15,8 @@ from mbrl_jax.envs import acting
 from mbrl_jax.run import config as config_lib
 from tests.conftest import count_compilations
 
+pytestmark = pytest.mark.full_compile   # runtime-bound (tests/conftest.py)
+
 SMALL = pets.Config(
     env="cartpole_continuous", trials=3,
     model=pets.ModelConfig(hidden_sizes=(64, 64)),

@@ -9,6 +9,8 @@ from mbrl_jax import planning
 from mbrl_jax import run as run_lib
 from mbrl_jax.algorithms import pets
 
+pytestmark = pytest.mark.full_compile   # runtime-bound (tests/conftest.py)
+
 # 1 random + 4 planned trials of 200 steps. Seeds 0 and 1 (vmapped together) returned 182 and
 # 149 in the last one, seed 0 alone 147 (the true-model iLQR swing-up: ~184).
 SMALL = pets.Config(

@@ -14,6 +14,8 @@ from mbrl_jax.models import gp
 from mbrl_jax.types import Transition
 from tests.conftest import count_compilations
 
+pytestmark = pytest.mark.full_compile   # runtime-bound (tests/conftest.py)
+
 
 def _model(config, layout, key, n=30):
   """A GP posterior on n random cart-pole-like transitions (float64 under jax.enable_x64)."""

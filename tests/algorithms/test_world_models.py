@@ -14,8 +14,6 @@ from mbrl_jax.algorithms import world_models as wm
 from mbrl_jax.models import mdn_rnn as mdn_lib
 from mbrl_jax.models import vae as vae_lib
 
-pytestmark = pytest.mark.cheap_compile   # compile-bound (tests/conftest.py)
-
 TINY = wm.Config(image_size=8, episode_length=6, random_episodes=2,
                  vae=vae_lib.VAEConfig(latent=2, depth=2), vae_steps=2, vae_batch=2,
                  mdn=mdn_lib.MDNConfig(hidden=3, mixtures=2), mdn_steps=2, mdn_batch=2,

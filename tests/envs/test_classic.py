@@ -13,8 +13,6 @@ from mbrl_jax import envs
 from mbrl_jax.envs.cartpole import CartpoleContinuous, CartpoleSwingup
 from mbrl_jax.envs.pendulum import Pendulum
 
-pytestmark = pytest.mark.cheap_compile   # compile-bound (tests/conftest.py)
-
 THETA_THRESHOLD = 12 * 2 * math.pi / 360
 
 

@@ -4,9 +4,12 @@ held-out transitions well (normalised one-step MSE < 0.05)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from mbrl_jax import envs
 from mbrl_jax.models import FitConfig, check_fit, make_ensemble, make_trainer
+
+pytestmark = pytest.mark.full_compile   # runtime-bound (tests/conftest.py)
 
 
 def _random_transitions(key, num_envs, steps):

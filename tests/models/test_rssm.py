@@ -12,8 +12,6 @@ import pytest
 from mbrl_jax.models import rssm
 from mbrl_jax.types import Transition
 
-pytestmark = pytest.mark.cheap_compile   # compile-bound (tests/conftest.py)
-
 TINY = rssm.WorldModelConfig(deter=32, stoch=4, classes=4, hidden=32, mlp_layers=1,
                              cnn_depth=4)
 

@@ -46,8 +46,6 @@ from mbrl_jax.planning import (
 )
 from tests.conftest import count_compilations
 
-pytestmark = pytest.mark.cheap_compile   # compile-bound (tests/conftest.py)
-
 H, A = 5, 2
 LOWER = np.array([-1.0, -0.5], np.float32)  # [A] bounds, broadcast over the horizon
 UPPER = np.array([1.0, 0.5], np.float32)

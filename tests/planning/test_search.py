@@ -13,8 +13,6 @@ from mbrl_jax import planning
 from mbrl_jax.envs import maze as maze_lib
 from tests.conftest import count_compilations
 
-pytestmark = pytest.mark.cheap_compile   # compile-bound (tests/conftest.py)
-
 DISCOUNT = 0.95
 
 

@@ -16,8 +16,6 @@ from mbrl_jax.models import make_ensemble
 from mbrl_jax.planning import TrajectoryStats
 from mbrl_jax.planning.trajectory import NAN_RETURN, make_trajectory_evaluator
 
-pytestmark = pytest.mark.cheap_compile   # compile-bound (tests/conftest.py)
-
 
 class Step(NamedTuple):
   next_obs: jax.Array

@@ -17,8 +17,6 @@ from mbrl_jax.models import transforms
 from mbrl_jax.models.networks import MLP
 from mbrl_jax.policies import imagination as im
 
-pytestmark = pytest.mark.cheap_compile   # compile-bound (tests/conftest.py)
-
 
 def test_lambda_returns_hand_values():
   r = jnp.array([1.0, 2.0, 3.0])
