@@ -84,9 +84,21 @@ def script_help(script: str) -> str:
 # The setting reaches the scripts and notebook kernels a module starts through the environment
 # (where most of the gain is: a notebook compiles dozens of programs and runs them for
 # milliseconds). Marked full_compile: the runtime-bound learning tests (PETS's took 3.3x under
-# the cheap pipeline) and MuZero's (its hand-checked gradient test gets a NaN under it).
+# the cheap pipeline); MuZero's hand-checked gradient test, which gets a NaN under it, compiles
+# inside `full_pipeline()`.
 # MBRL_JAX_TESTS_OPTIMIZED=1 compiles every module with the full pipeline.
 _CHEAP_ENV = "JAX_DISABLE_MOST_OPTIMIZATIONS"
+
+
+@contextlib.contextmanager
+def full_pipeline():
+  """XLA's full pipeline inside the block, for one test in a module that compiles cheaply."""
+  old_flag = jax.config._read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", False)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_disable_most_optimizations", old_flag)
 
 
 @pytest.fixture(scope="module", autouse=True)
