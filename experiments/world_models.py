@@ -1,11 +1,12 @@
 """World Models (Ha & Schmidhuber 2018) on pixel pendulum: V (a conv VAE of 32 x 32 frames), M
-(an MDN-RNN), C (a linear controller evolved with CMA-ES), trained in the real env or inside
+(an MDN-RNN), C (a linear or MLP controller evolved with CMA-ES), trained in the real env or inside
 M's dream, seeds vmapped, one compiled call per CMA-ES generation.
 
   python experiments/world_models.py --preset pendulum --seeds 2 --out runs/wm_real
   python experiments/world_models.py --preset dream --temperature 1.15 --out runs/wm_dream
   python experiments/world_models.py --preset v_only --out runs/wm_v_only
   python experiments/world_models.py --preset iterative --out runs/wm_it      # tau 0.1
+  python experiments/world_models.py --preset iterative_mlp --out runs/wm_mlp  # C: an MLP
   python experiments/world_models.py --preset quick                   # seconds: the loop
   python experiments/world_models.py --resume runs/wm_real             # after a crash or a kill
 

@@ -101,9 +101,10 @@ def main(argv: list[str] | None = None) -> dict:
     arm_keys = jax.vmap(lambda k: jax.random.fold_in(k, 7))(keys)
     es_keys = jax.vmap(lambda k: jax.random.fold_in(k, 8))(keys)
     if args.continue_es:
-      if config.controller_size != saved.config.controller_size:
-        raise SystemExit(f"error: --continue-es: arm {arm!r} has {config.controller_size} "
-                         f"controller inputs, the source {saved.config.controller_size}")
+      source_dims = wm.make_parts(saved.config).es.num_dims
+      if parts.es.num_dims != source_dims:
+        raise SystemExit(f"error: --continue-es: arm {arm!r} has {parts.es.num_dims} "
+                         f"controller parameters, the source {source_dims}")
       es_state = source.es
     else:
       es_state = jax.vmap(lambda k: wm.init_es(parts, k))(es_keys)

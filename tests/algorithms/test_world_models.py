@@ -34,6 +34,8 @@ TINY = wm.Config(image_size=8, episode_length=6, random_episodes=2,
     (dict(iterations=2, collect_episodes=0), "Config.collect_episodes must be a positive int"),
     (dict(iterations=2, collect_noise=-0.1), "Config.collect_noise must be in \\[0"),
     (dict(iterations=2, mdn_steps=0), "Config.mdn_steps must be >= 1 with iterations > 0"),
+    (dict(controller_hidden=(16, 0)), "Config.controller_hidden must be positive layer"),
+    (dict(controller_hidden=(2.5,)), "Config.controller_hidden must be positive layer"),
 ])
 def test_bad_config(changes, match):
   with pytest.raises(ValueError, match=match):
@@ -45,6 +47,22 @@ def test_controller_action_is_tanh_linear():
   x = jnp.array([0.3, -0.4])
   want = np.tanh(np.array([0.3, -0.4]) @ np.array([[1.0, -2.0], [0.5, 3.0]]) + [0.1, -0.2])
   np.testing.assert_allclose(wm.controller_action(theta, x, 2), want, rtol=1e-6)
+
+
+def test_mlp_controller_unflattens_theta_layer_by_layer():
+  # I = 2 -> H = 2 -> A = 1: theta = [vec(W1) (2 x 2), b1 (2), vec(W2) (2 x 1), b2 (1)].
+  theta = jnp.array([1.0, -2.0, 0.5, 3.0, 0.1, -0.2, 0.7, -1.5, 0.3])
+  x = np.array([0.3, -0.4])
+  h = np.tanh(x @ np.array([[1.0, -2.0], [0.5, 3.0]]) + [0.1, -0.2])
+  want = np.tanh(h @ np.array([[0.7], [-1.5]]) + [0.3])
+  assert wm.controller_num_params(2, 1, (2,)) == 9
+  np.testing.assert_allclose(wm.controller_action(theta, jnp.asarray(x), 1, (2,)), want,
+                             rtol=1e-6)
+  # The CMA-ES search space is sized from the same shapes: (48 + 1) 16 + (16 + 1) 1 on
+  # pendulum's z (16) and h (32) with one hidden layer of 16, 49 for the linear C.
+  for hidden, size in (((16,), 801), ((), 49)):
+    config = dataclasses.replace(wm.PRESETS["pendulum"], controller_hidden=hidden)
+    assert wm.make_parts(config).es.num_dims == size
 
 
 def _toy_returns(thetas, keys):
