@@ -91,20 +91,7 @@ _CHEAP_ENV = "JAX_DISABLE_MOST_OPTIMIZATIONS"
 
 
 @contextlib.contextmanager
-def full_pipeline():
-  """XLA's full pipeline inside the block, for one test in a module that compiles cheaply."""
-  old_flag = jax.config._read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", False)
-  try:
-    yield
-  finally:
-    jax.config.update("jax_disable_most_optimizations", old_flag)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _xla_pipeline(request):
-  cheap = (request.node.get_closest_marker("full_compile") is None
-           and os.environ.get("MBRL_JAX_TESTS_OPTIMIZED") != "1")
+def _pipeline(cheap: bool):
   old_flag = jax.config._read("jax_disable_most_optimizations")
   old_env = os.environ.get(_CHEAP_ENV)
   jax.config.update("jax_disable_most_optimizations", cheap)
@@ -117,3 +104,29 @@ def _xla_pipeline(request):
       os.environ.pop(_CHEAP_ENV, None)
     else:
       os.environ[_CHEAP_ENV] = old_env
+
+
+def full_pipeline():
+  """XLA's full pipeline inside the block, for one test in a module that compiles cheaply."""
+  return _pipeline(False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _xla_pipeline(request):
+  cheap = (request.node.get_closest_marker("full_compile") is None
+           and os.environ.get("MBRL_JAX_TESTS_OPTIMIZED") != "1")
+  with _pipeline(cheap) as c:
+    yield c
+
+
+@pytest.fixture(autouse=True)
+def _xla_pipeline_of_the_test(request, _xla_pipeline):
+  """A compile-bound test in a full_compile module, marked `@pytest.mark.cheap_compile`,
+  compiles cheaply in its own body (the module's fixtures keep the module's pipeline)."""
+  cheap = (any(m.name == "cheap_compile" for m in request.node.own_markers)
+           and os.environ.get("MBRL_JAX_TESTS_OPTIMIZED") != "1")
+  if not cheap or _xla_pipeline:
+    yield _xla_pipeline
+    return
+  with _pipeline(True) as c:
+    yield c

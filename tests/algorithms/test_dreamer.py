@@ -211,6 +211,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(cartpole_run, 
 
 
 @pytest.mark.slow
+@pytest.mark.cheap_compile   # compile-bound (tests/conftest.py)
 def test_pixels_chunk_runs():
   config = dataclasses.replace(TINY, pixels=True, image_size=8, env_steps=60)
   state, history = run_lib.train(dreamer.make(config), jax.random.key(3))

@@ -74,6 +74,7 @@ def test_second_trial_does_not_recompile(small_run):
   assert compiles[3] == compiles[2] == compiles[1], compiles
 
 
+@pytest.mark.cheap_compile   # compile-bound (tests/conftest.py)
 def test_seeds_vmap_through_one_call():
   config = dataclasses.replace(SMALL, trials=1, planner=dataclasses.replace(
       SMALL.planner, optimizer=dataclasses.replace(SMALL.planner.optimizer, population=20),

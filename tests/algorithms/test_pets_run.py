@@ -14,8 +14,6 @@ from mbrl_jax import run as run_lib
 from mbrl_jax import planning
 from mbrl_jax.algorithms import pets
 
-pytestmark = pytest.mark.full_compile   # runtime-bound (tests/conftest.py)
-
 TINY = pets.Config(
     env="cartpole_continuous", trials=3, trial_length=30,
     model=pets.ModelConfig(hidden_sizes=(16, 16)),

@@ -32,6 +32,7 @@ def _model(config, layout, key, n=30):
   return gp.posterior(params, inputs, targets)
 
 
+@pytest.mark.cheap_compile   # compile-bound (tests/conftest.py)
 @pytest.mark.parametrize("kind", ["rbf", "linear"])
 def test_policy_gradient_matches_finite_differences(kind):
   """Autodiff through the moment-matched rollout (the GP's moment matching, the policy's,
