@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
     arm_keys = jax.vmap(lambda k: jax.random.fold_in(k, 7))(keys)
     es_keys = jax.vmap(lambda k: jax.random.fold_in(k, 8))(keys)
     if args.continue_es:
-      source_dims = wm.make_parts(saved.config).es.num_dims
+      source_dims = wm.controller_num_params(saved.config.controller_size, parts.action_size,
+                                             saved.config.controller_hidden)
       if parts.es.num_dims != source_dims:
         raise SystemExit(f"error: --continue-es: arm {arm!r} has {parts.es.num_dims} "
                          f"controller parameters, the source {source_dims}")

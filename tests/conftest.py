@@ -88,6 +88,7 @@ def script_help(script: str) -> str:
 # inside `full_pipeline()`.
 # MBRL_JAX_TESTS_OPTIMIZED=1 compiles every module with the full pipeline.
 _CHEAP_ENV = "JAX_DISABLE_MOST_OPTIMIZATIONS"
+_ALL_OPTIMIZED = os.environ.get("MBRL_JAX_TESTS_OPTIMIZED") == "1"
 
 
 @contextlib.contextmanager
@@ -113,8 +114,7 @@ def full_pipeline():
 
 @pytest.fixture(scope="module", autouse=True)
 def _xla_pipeline(request):
-  cheap = (request.node.get_closest_marker("full_compile") is None
-           and os.environ.get("MBRL_JAX_TESTS_OPTIMIZED") != "1")
+  cheap = request.node.get_closest_marker("full_compile") is None and not _ALL_OPTIMIZED
   with _pipeline(cheap) as c:
     yield c
 
@@ -124,7 +124,7 @@ def _xla_pipeline_of_the_test(request, _xla_pipeline):
   """A compile-bound test in a full_compile module, marked `@pytest.mark.cheap_compile`,
   compiles cheaply in its own body (the module's fixtures keep the module's pipeline)."""
   cheap = (any(m.name == "cheap_compile" for m in request.node.own_markers)
-           and os.environ.get("MBRL_JAX_TESTS_OPTIMIZED") != "1")
+           and not _ALL_OPTIMIZED)
   if not cheap or _xla_pipeline:
     yield _xla_pipeline
     return
