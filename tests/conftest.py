@@ -60,20 +60,55 @@ def plain(text: str) -> str:
   return " ".join(text.split())
 
 
+# The scripts whose `--help` the tests read. One child process prints all of them (each run as
+# `__main__` with `--help`, its stdout and stderr captured apart), once per test process: a
+# script's start is mostly imports (about 6 s of CPU each), which the scripts share.
+HELP_SCRIPTS = ("bench_mbpo.py", "dyna.py", "dyna_dqn.py", "ilqr.py", "mbpo.py", "mcts.py",
+                "muzero.py", "pets.py", "pilco.py", "world_models.py")
+_HELP_CHILD = """
+import contextlib, io, json, runpy, sys
+out = {}
+for script in sys.argv[1:]:
+  stdout, stderr, code = io.StringIO(), io.StringIO(), None
+  sys.argv = [script, "--help"]
+  with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    try:
+      runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+      code = e.code
+  out[script] = [stdout.getvalue(), stderr.getvalue(), code]
+sys.__stdout__.write("HELP_JSON " + json.dumps(out) + "\\n")
+"""
+_help_texts: dict[str, tuple[str, str, object]] = {}
+
+
 def script_help(script: str) -> str:
-  """`python experiments/<script> --help` at 80 columns; checks that nothing (no "Failed to
-  import warp" from mujoco-mjx, no warning) comes before the usage line, returns stdout."""
-  import os
+  """`python experiments/<script> --help` at 80 columns; checks that it exits 0 and that
+  nothing (no "Failed to import warp" from mujoco-mjx, no warning) comes before the usage
+  line, returns stdout. Output printed while a module is first imported lands in the first
+  script that imports it, so it is still seen (by that script's check)."""
+  import json
   import pathlib
   import subprocess
   import sys
-  root = pathlib.Path(__file__).resolve().parents[1]
-  done = subprocess.run([sys.executable, str(root / "experiments" / script), "--help"],
-                        capture_output=True, text=True, check=True,
-                        env={**os.environ, "COLUMNS": "80"})
-  assert done.stdout.startswith("usage: ") and done.stderr == "", (done.stdout[:200],
-                                                                   done.stderr)
-  return done.stdout
+  assert script in HELP_SCRIPTS, f"add {script} to tests.conftest.HELP_SCRIPTS"
+  if not _help_texts:
+    experiments = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+    paths = [str(experiments / s) for s in HELP_SCRIPTS]
+    done = subprocess.run([sys.executable, "-c", _HELP_CHILD, *paths], capture_output=True,
+                          text=True, check=True, cwd=experiments,
+                          env={**os.environ, "COLUMNS": "80",
+                               "PYTHONPATH": os.pathsep.join(
+                                   filter(None, [str(experiments),
+                                                 os.environ.get("PYTHONPATH")]))})
+    assert done.stderr == "", done.stderr[-2000:]
+    line, = [l for l in done.stdout.splitlines() if l.startswith("HELP_JSON ")]
+    for path, (out, err, code) in json.loads(line[len("HELP_JSON "):]).items():
+      _help_texts[pathlib.Path(path).name] = (out, err, code)
+  out, err, code = _help_texts[script]
+  assert code in (0, None) and out.startswith("usage: ") and err == "", (code, out[:200],
+                                                                         err[:200])
+  return out
 
 
 # Most test files spend most of their wall time in JAX's compile events (tracing, lowering, the

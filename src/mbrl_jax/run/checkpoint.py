@@ -36,7 +36,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
+
+
+def _ocp():
+  """orbax.checkpoint, imported on first use: it takes about 1.5 s of a process's start (a
+  script's `--help` and the notebooks that never checkpoint need not pay it)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  return ocp
 
 
 def run_meta(algorithm: str, key: Any, config: Any) -> dict:
@@ -124,6 +130,7 @@ class Checkpointer:
       raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}")
     self.directory = pathlib.Path(directory).absolute()
     self.meta = _canonical(meta)
+    ocp = _ocp()
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
@@ -143,6 +150,7 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, *, extra: dict | None = None) -> None:
     """Writes checkpoint `step` (synchronously; complete or absent, never half-written)."""
+    ocp = _ocp()
     self._manager.save(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardSave(_to_storable(state)),
         meta=ocp.args.JsonSave(self.meta),
@@ -163,6 +171,7 @@ class Checkpointer:
       FileNotFoundError: no checkpoint.
       CheckpointError: corrupt, another run's (other meta), or other shapes/dtypes.
     """
+    ocp = _ocp()
     step = self.latest_step() if step is None else step
     if step is None or step not in self.all_steps():
       raise FileNotFoundError(f"no checkpoint {'' if step is None else step} in {self.directory}")
