@@ -17,7 +17,7 @@ import rlax
 from mbrl_jax import envs
 from mbrl_jax import run as run_lib
 from mbrl_jax.algorithms import muzero
-from tests.conftest import count_compilations, full_pipeline
+from tests.conftest import count_compilations
 
 
 def test_h_transform_round_trip_and_two_hot_targets_by_hand():
@@ -216,9 +216,7 @@ def test_loss_gradient_matches_a_hand_written_backward_pass_with_muzeros_factors
         has_aux=True)(params)
     return loss, grads, _reference_loss_and_grad(nets, support, config, params, window)
 
-  # Under XLA's cheap pipeline (the suite's default) this program gives NaN gradients.
-  with full_pipeline():
-    loss, grads, (ref_loss, ref_grads) = compute(jax.random.key(3))
+  loss, grads, (ref_loss, ref_grads) = compute(jax.random.key(3))
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)      # loss values: unscaled
   paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(grads)]
   for path, g, ref in zip(paths, jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):

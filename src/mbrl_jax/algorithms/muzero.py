@@ -337,9 +337,15 @@ def unroll_masks(terminated: jax.Array, truncated: jax.Array, unroll: int) -> Un
 
 
 def _min_max(latent: jax.Array) -> jax.Array:
-  """Scales each latent [..., H] to [0, 1] along its last axis (MuZero's hidden-state scaling)."""
-  low = jnp.min(latent, -1, keepdims=True)
-  high = jnp.max(latent, -1, keepdims=True)
+  """Scales each latent [..., H] to [0, 1] along its last axis (MuZero's hidden-state scaling).
+
+  The extremes are gathered at their arg-min and arg-max, so each one's gradient goes to one
+  entry. `jnp.min`'s and `jnp.max`'s gradients divide by the count of entries equal to the
+  result, a count XLA's unoptimised CPU pipeline got to be 0 (NaN gradients in the
+  representation and dynamics networks; tests/algorithms/test_muzero.py's hand-checked
+  gradient now runs under that pipeline)."""
+  low = jnp.take_along_axis(latent, jnp.argmin(latent, -1, keepdims=True), -1)
+  high = jnp.take_along_axis(latent, jnp.argmax(latent, -1, keepdims=True), -1)
   return (latent - low) / jnp.maximum(high - low, 1e-5)
 
 
