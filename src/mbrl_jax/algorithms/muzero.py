@@ -341,9 +341,9 @@ def _min_max(latent: jax.Array) -> jax.Array:
 
   The extremes are gathered at their arg-min and arg-max, so each one's gradient goes to one
   entry. `jnp.min`'s and `jnp.max`'s gradients divide by the count of entries equal to the
-  result, a count XLA's unoptimised CPU pipeline got to be 0 (NaN gradients in the
-  representation and dynamics networks; tests/algorithms/test_muzero.py's hand-checked
-  gradient now runs under that pipeline)."""
+  result; with them, XLA's unoptimised CPU pipeline gave NaN gradients in the representation
+  and dynamics networks (a zero count is the likely cause, not confirmed), with the gather it
+  gives the full pipeline's (tests/algorithms/test_muzero.py's hand-checked gradient)."""
   low = jnp.take_along_axis(latent, jnp.argmin(latent, -1, keepdims=True), -1)
   high = jnp.take_along_axis(latent, jnp.argmax(latent, -1, keepdims=True), -1)
   return (latent - low) / jnp.maximum(high - low, 1e-5)
