@@ -54,6 +54,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
+import numpy as np
 import optax
 
 from mbrl_jax import checks
@@ -484,12 +485,18 @@ def moment_match(post: Posterior, m: jax.Array, s: jax.Array, *, model_variance:
             + (log_kb + 0.5 * jnp.sum(tb * b, -1))[None, :] + ta @ b.T - 0.5 * logdet)
     return jnp.where(valid[:, None] & valid[None, :], jnp.exp(expo), 0.0)  # [M, M]
 
-  q = jax.vmap(jax.vmap(pair, (None, None, 0, 0)), (0, 0, None, None))(
-      ell, log_sf2, ell, log_sf2)                                         # [E, E, M, M]
-  cov = jnp.einsum("am,abmn,bn->ab", post.beta, q, post.beta) - jnp.outer(mean, mean)
+  # Q_ba = Q_ab^T, so only the E (E + 1) / 2 pairs a <= b are computed (the M x M
+  # exponentials are most of the cost of a predicted rollout).
+  num_out = mean.shape[0]
+  pa, pb = np.triu_indices(num_out)
+  q = jax.vmap(pair)(ell[pa], log_sf2[pa], ell[pb], log_sf2[pb])        # [P, M, M]
+  upper = jnp.einsum("pm,pmn,pn->p", post.beta[pa], q, post.beta[pb])     # [P]
+  second = jnp.zeros((num_out, num_out), upper.dtype).at[pa, pb].set(upper)
+  second = second.at[pb, pa].set(upper)
+  cov = second - jnp.outer(mean, mean)
   if model_variance:
-    idx = jnp.arange(mean.shape[0])
-    expected_var = jnp.exp(log_sf2) - jnp.einsum("amn,amn->a", post.inv_k, q[idx, idx])
+    diag = np.flatnonzero(pa == pb)                                       # the (a, a) pairs
+    expected_var = jnp.exp(log_sf2) - jnp.einsum("amn,amn->a", post.inv_k, q[diag])
     if include_noise:
       expected_var = expected_var + jnp.exp(2.0 * p.log_noise_std)
     cov = cov + jnp.diag(expected_var)
