@@ -53,6 +53,11 @@ class Algorithm(NamedTuple):
       {"nonfinite/model_params": "the model parameters"}; a True one stops the run.
     dot_rows: rows each ensemble member's matrix products see in the step's hot loop (picks
       compiler options, see `mbrl_jax.compile`); None for the defaults.
+    step_at: None (`step` runs every chunk), or `step_at(i) -> StepFn`, chunk i's step, for
+      an algorithm whose program is better specialised to the chunk (PILCO's exact GP on the
+      rows chunk i can have, not the whole run's capacity). The driver compiles each distinct
+      function it returns once, so chunks that share a program must get the same function
+      object (memoise); each must take and return a state of `init`'s structure.
   """
 
   name: str
@@ -63,3 +68,4 @@ class Algorithm(NamedTuple):
   num_chunks: int
   nonfinite: dict[str, str]
   dot_rows: int | None = None
+  step_at: Callable[[int], StepFn] | None = None

@@ -52,7 +52,7 @@ class History:
 
 
 def run_chunks(
-    step: Callable[[Any], tuple[Any, dict]],
+    step: Callable[[Any], tuple[Any, dict]] | Callable[[int], Callable],
     state: Any,
     *,
     start: int,
@@ -65,8 +65,10 @@ def run_chunks(
     check_fn: Callable[[dict], str | None] | None = None,
     progress_fn: Callable[[int, dict], Any] | None = None,
     state_fn: Callable[[int, Any], Any] | None = None,
+    per_chunk: bool = False,
 ) -> tuple[Any, History]:
-  """Calls the compiled `step` for chunks start..stop-1.
+  """Calls the compiled `step` for chunks start..stop-1 (`per_chunk`: `step(i)` is chunk i's
+  compiled step).
 
   After each chunk: `check_fn(metrics)` may return a description of a non-finite component,
   which stops the run with FloatingPointError (naming the chunk, the component and the last
@@ -77,7 +79,7 @@ def run_chunks(
   """
   last_saved = checkpointer.latest_step() if checkpointer is not None else None
   for i in range(start, stop):
-    state, metrics = step(state)
+    state, metrics = (step(i) if per_chunk else step)(state)
     metrics = jax.tree.map(to_host, metrics)
     problem = check_fn(metrics) if check_fn is not None else None
     if problem:
@@ -110,31 +112,42 @@ def describe_nonfinite(metrics: dict[str, Any], flags: dict[str, str]) -> str | 
 
 
 # Recent `train` calls' compiled functions: (name, config, batched, options) ->
-# (init, step, jitted init, jitted step).
+# (init, step, step_at, jitted init, jitted step of chunk i).
 _COMPILED: collections.OrderedDict = collections.OrderedDict()
 _COMPILED_MAX = 8
 
 
-def _compiled(algorithm: Algorithm, batched: bool) -> tuple[Callable, Callable]:
-  """The jitted (init, step) of `algorithm`, vmapped when `batched`. A later call with the
-  same `init` and `step` functions (the algorithm modules' `make` memoises them per config)
-  and the same compiler options reuses them, so a second `train` (a resume, another seed
-  batch, a notebook cell run again) compiles nothing; other functions under the same name
-  and config (an algorithm built or patched by hand) are compiled anew."""
+def _compiled(algorithm: Algorithm, batched: bool) -> tuple[Callable, Callable[[int], Callable]]:
+  """The jitted init of `algorithm` and a function of the chunk index giving the jitted step
+  (`algorithm.step`, or what `algorithm.step_at` returns for that chunk, each distinct one
+  jitted once), vmapped when `batched`. A later call with the same `init`, `step` and
+  `step_at` functions (the algorithm modules' `make` memoises them per config) and the same
+  compiler options reuses them, so a second `train` (a resume, another seed batch, a notebook
+  cell run again) compiles nothing; other functions under the same name and config (an
+  algorithm built or patched by hand) are compiled anew."""
   options = compile_lib.compiler_options(algorithm.dot_rows)
   cache_key = (algorithm.name, algorithm.config, batched, tuple(sorted(options.items())))
   cached = _COMPILED.get(cache_key)
-  if cached is None or cached[0] is not algorithm.init or cached[1] is not algorithm.step:
-    init_fn, step_fn = algorithm.init, algorithm.step
-    if batched:
-      init_fn, step_fn = jax.vmap(init_fn), jax.vmap(step_fn)
-    cached = (algorithm.init, algorithm.step, jax.jit(init_fn, compiler_options=options),
-              jax.jit(step_fn, donate_argnums=0, compiler_options=options))
+  fns = (algorithm.init, algorithm.step, algorithm.step_at)
+  if cached is None or any(a is not b for a, b in zip(cached[:3], fns)):
+    init_fn = jax.vmap(algorithm.init) if batched else algorithm.init
+    jitted_steps: dict[int, tuple[Callable, Callable]] = {}     # id(step) -> (step, jitted)
+
+    def step_at(i: int) -> Callable:
+      fn = algorithm.step if algorithm.step_at is None else algorithm.step_at(i)
+      hit = jitted_steps.get(id(fn))
+      if hit is None or hit[0] is not fn:
+        hit = (fn, jax.jit(jax.vmap(fn) if batched else fn, donate_argnums=0,
+                           compiler_options=options))
+        jitted_steps[id(fn)] = hit
+      return hit[1]
+
+    cached = (*fns, jax.jit(init_fn, compiler_options=options), step_at)
     _COMPILED[cache_key] = cached
     while len(_COMPILED) > _COMPILED_MAX:
       _COMPILED.popitem(last=False)
   _COMPILED.move_to_end(cache_key)
-  return cached[2], cached[3]
+  return cached[3], cached[4]
 
 
 def train(
@@ -187,7 +200,7 @@ def train(
   if checkpoint_every < 1:
     raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
   batched = key.ndim == 1
-  init_fn, step = _compiled(algorithm, batched)
+  init_fn, step_at = _compiled(algorithm, batched)
   sharding = key.sharding if batched and len(key.sharding.device_set) > 1 else None
   checkpointer = None if checkpoint_dir is None else Checkpointer(
       checkpoint_dir, meta=run_meta(algorithm.name, key, algorithm.config))
@@ -215,8 +228,8 @@ def train(
       checkpointer.save(start, state, extra={"history": history.to_json()})
 
   state, history = run_chunks(
-      step, state, start=start, stop=algorithm.num_chunks, history=history, name=name,
+      step_at, state, start=start, stop=algorithm.num_chunks, history=history, name=name,
       unit=unit, checkpointer=checkpointer, checkpoint_every=checkpoint_every,
       check_fn=lambda m: describe_nonfinite(m, algorithm.nonfinite), progress_fn=progress_fn,
-      state_fn=state_fn)
+      state_fn=state_fn, per_chunk=True)
   return state, history.stacked()
