@@ -113,15 +113,20 @@ def learn_run():
         parts.env, pilco.make_policy(LEARN, parts.layout, p), ep_key, LEARN.episode_length)))(
             state.policy_params)
     step = jax.jit(pilco.make_step(LEARN, parts))
+    # The first learnt trial again, its program specialised to the 25 rows there are by then.
+    rows = pilco.rows_before(LEARN, LEARN.random_trials)
+    special = jax.jit(pilco.make_step(LEARN, parts, rows))(state)
     state, first = step(state)
     jax.block_until_ready(first)
+    state_after_first = state
     with count_compilations() as c:
       state, second = step(state)
       jax.block_until_ready(second)
     out = jax.tree.map(float, (done["policy/real_cost"][0], done["train/return"][0]))
     dtypes = (state.policy_params.weights.dtype, state.gp_params.log_lengthscales.dtype,
               state.buffer.data.obs.dtype, state.buffer.data.action.dtype)
-  return out, jax.tree.map(float, (untrained, first, second)), c.count, dtypes
+  return (out, jax.tree.map(float, (untrained, first, second)), c.count, dtypes,
+          (rows, jax.device_get(special), jax.device_get((state_after_first, first))))
 
 
 def test_learnt_policy_beats_the_random_trial_and_the_untrained_policy(learn_run):
@@ -144,13 +149,27 @@ def test_learnt_policy_beats_the_random_trial_and_the_untrained_policy(learn_run
 
 
 def test_second_trial_compiles_nothing(learn_run):
-  _, _, count, _ = learn_run
+  _, _, count, *_ = learn_run
   assert count == 0
+
+
+def test_a_trial_specialised_to_its_rows_equals_the_whole_capacity_one(learn_run):
+  """`make_step(config, parts, rows)` (what `specialise_rows` compiles per trial) on the 25
+  rows of the random trial gives the trial the whole 75-row capacity gives: the masked rows
+  contribute nothing."""
+  *_, (rows, (special_state, special), (state, metrics)) = learn_run
+  assert rows == 25
+  for name in ("policy/predicted_cost", "policy/real_cost", "model/log_marginal_likelihood"):
+    np.testing.assert_allclose(special[name], metrics[name], rtol=1e-6, err_msg=name)
+  for a, b in zip(jax.tree.leaves(special_state.policy_params),
+                  jax.tree.leaves(state.policy_params)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+  assert pilco.rows_before(LEARN, 99) == LEARN.buffer_capacity     # capped at the capacity
 
 
 def test_float64_computes_in_float64_on_the_float32_env(learn_run):
   """float64=True under x64: the policy and the GP in float64, the env's data float32."""
-  *_, dtypes = learn_run
+  _, _, _, dtypes, _ = learn_run
   assert dtypes == (jnp.float64, jnp.float64, jnp.float32, jnp.float32)
 
 
