@@ -111,33 +111,54 @@ def describe_nonfinite(metrics: dict[str, Any], flags: dict[str, str]) -> str | 
   return None
 
 
-# Recent `train` calls' compiled functions: (name, config, batched, options) ->
+# Recent `train` calls' compiled functions: (name, config, seed axis, options) ->
 # (init, step, step_at, jitted init, jitted step of chunk i).
 _COMPILED: collections.OrderedDict = collections.OrderedDict()
 _COMPILED_MAX = 8
 
 
-def _compiled(algorithm: Algorithm, batched: bool) -> tuple[Callable, Callable[[int], Callable]]:
+def _one_seed(fn: Callable) -> Callable:
+  """`fn` on a batch of one seed, computed unbatched: the leading axis of size 1 is dropped
+  from every input leaf and put back on every output leaf. Same values as `jax.vmap(fn)`,
+  but `vmap` turns each `lax.cond` into a `select` that runs both branches (L-BFGS's zoom
+  line search in PILCO: 2.8x slower as a batch of one)."""
+  def unbatched(*args):
+    out = fn(*jax.tree.map(lambda x: x[0], args))
+    return jax.tree.map(lambda x: x[None], out)
+  return unbatched
+
+
+def _seed_axis(fn: Callable, seeds: int | None) -> Callable:
+  """`fn` for `seeds` seeds along a leading axis (None: no seed axis)."""
+  if seeds is None:
+    return fn
+  return _one_seed(fn) if seeds == 1 else jax.vmap(fn)
+
+
+def _compiled(algorithm: Algorithm, seeds: int | None
+              ) -> tuple[Callable, Callable[[int], Callable]]:
   """The jitted init of `algorithm` and a function of the chunk index giving the jitted step
   (`algorithm.step`, or what `algorithm.step_at` returns for that chunk, each distinct one
-  jitted once), vmapped when `batched`. A later call with the same `init`, `step` and
-  `step_at` functions (the algorithm modules' `make` memoises them per config) and the same
-  compiler options reuses them, so a second `train` (a resume, another seed batch, a notebook
+  jitted once), for `seeds` seeds along a leading axis (vmapped; a batch of one computed
+  unbatched, see `_one_seed`) or for one key without a seed axis (None). A later call with
+  the same `init`, `step` and `step_at` functions (the algorithm modules' `make` memoises
+  them per config) and the same compiler options reuses them, so a second `train` (a resume, another seed batch, a notebook
   cell run again) compiles nothing; other functions under the same name and config (an
   algorithm built or patched by hand) are compiled anew."""
   options = compile_lib.compiler_options(algorithm.dot_rows)
-  cache_key = (algorithm.name, algorithm.config, batched, tuple(sorted(options.items())))
+  axis = None if seeds is None else seeds == 1        # what the compiled programs depend on
+  cache_key = (algorithm.name, algorithm.config, axis, tuple(sorted(options.items())))
   cached = _COMPILED.get(cache_key)
   fns = (algorithm.init, algorithm.step, algorithm.step_at)
   if cached is None or any(a is not b for a, b in zip(cached[:3], fns)):
-    init_fn = jax.vmap(algorithm.init) if batched else algorithm.init
+    init_fn = _seed_axis(algorithm.init, seeds)
     jitted_steps: dict[int, tuple[Callable, Callable]] = {}     # id(step) -> (step, jitted)
 
     def step_at(i: int) -> Callable:
       fn = algorithm.step if algorithm.step_at is None else algorithm.step_at(i)
       hit = jitted_steps.get(id(fn))
       if hit is None or hit[0] is not fn:
-        hit = (fn, jax.jit(jax.vmap(fn) if batched else fn, donate_argnums=0,
+        hit = (fn, jax.jit(_seed_axis(fn, seeds), donate_argnums=0,
                            compiler_options=options))
         jitted_steps[id(fn)] = hit
       return hit[1]
@@ -200,7 +221,7 @@ def train(
   if checkpoint_every < 1:
     raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
   batched = key.ndim == 1
-  init_fn, step_at = _compiled(algorithm, batched)
+  init_fn, step_at = _compiled(algorithm, key.shape[0] if batched else None)
   sharding = key.sharding if batched and len(key.sharding.device_set) > 1 else None
   checkpointer = None if checkpoint_dir is None else Checkpointer(
       checkpoint_dir, meta=run_meta(algorithm.name, key, algorithm.config))
