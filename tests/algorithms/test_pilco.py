@@ -33,12 +33,14 @@ def _model(config, layout, key, n=30):
 
 
 @pytest.mark.cheap_compile   # compile-bound (tests/conftest.py)
-@pytest.mark.parametrize("kind", ["rbf", "linear"])
-def test_policy_gradient_matches_finite_differences(kind):
+@pytest.mark.parametrize("kind,squash", [("rbf", "sin"), ("linear", "sin"), ("rbf", "sat")])
+def test_policy_gradient_matches_finite_differences(kind, squash):
   """Autodiff through the moment-matched rollout (the GP's moment matching, the policy's,
-  the trig augmentation and the closed-form cost) against central differences, float64."""
+  the squashing, the trig augmentation and the closed-form cost) against central
+  differences, float64."""
   config = dataclasses.replace(pilco.PRESETS["quick"],
-                               policy=pilco.PolicyConfig(kind=kind, num_basis=5),
+                               policy=pilco.PolicyConfig(kind=kind, num_basis=5,
+                                                         squash=squash),
                                cost_width=1.0)
   layout = pilco.make_parts(config).layout
   with jax.enable_x64(True):
@@ -85,6 +87,47 @@ def test_expected_cost_matches_monte_carlo_on_the_pole_tip():
   assert 0.2 < cost.mean() < 0.8                               # not a saturated, vacuous case
   np.testing.assert_allclose(float(mean), cost.mean(), atol=4e-3)
   np.testing.assert_allclose(float(var), cost.var(), rtol=0.05)
+
+
+def test_measurement_noise_is_in_the_data_and_the_policy_input_but_not_the_metrics():
+  """With measurement_noise_std the random trial's true episode is unchanged (same key), the
+  stored observations are the true states plus noise of that std, consecutive transitions
+  share each noisy observation, the episode metrics are the noise-free ones, and a policy
+  given noise acts on obs + noise[t] at step t."""
+  config = dataclasses.replace(pilco.PRESETS["quick"], episode_length=40)
+  noisy = dataclasses.replace(config, measurement_noise_std=0.01)
+  key = jax.random.key(0)
+  init = lambda c: jax.jit(lambda k: pilco._init(pilco.make_parts(c), c, k))(key)
+  (clean, done_clean), (dirty, done_dirty) = init(config), init(noisy)
+  n = config.episode_length
+  d_obs = np.asarray(dirty.buffer.data.obs[:n] - clean.buffer.data.obs[:n])
+  d_next = np.asarray(dirty.buffer.data.next_obs[:n] - clean.buffer.data.next_obs[:n])
+  assert 0.008 < d_obs.std() < 0.012 and abs(d_obs.mean()) < 0.002
+  np.testing.assert_array_equal(np.asarray(dirty.buffer.data.obs[1:n]),
+                                np.asarray(dirty.buffer.data.next_obs[:n - 1]))
+  np.testing.assert_allclose(d_next[:-1], d_obs[1:], atol=1e-7)
+  for name, value in done_clean.items():
+    np.testing.assert_array_equal(np.asarray(done_dirty[name]), np.asarray(value), name)
+  parts = pilco.make_parts(noisy)
+  noise = pilco.measurement_noise(noisy, parts.layout, jax.random.key(1))
+  assert noise.shape == (n + 1, 4)
+  acting_params = clean.policy_params._replace(weights=clean.policy_params.weights * 20.0)
+  policy = pilco.make_policy(noisy, parts.layout, acting_params, noise)
+  act = pilco.policy_action(noisy, parts.layout, acting_params)
+  obs = clean.buffer.data.obs[5]
+  got, t, _ = policy.act(jnp.asarray(5, jnp.int32), None, obs)
+  np.testing.assert_allclose(got, act(obs + noise[5]), rtol=1e-6)
+  assert int(t) == 6 and float(jnp.abs(got - act(obs)).max()) > 1e-6
+
+
+def test_friction_and_the_sat_squash_reach_the_env_and_the_policy():
+  config = dataclasses.replace(pilco.PRESETS["quick"], friction=0.1,
+                               policy=pilco.PolicyConfig(num_basis=10, squash="sat"))
+  parts = pilco.make_parts(config)
+  assert parts.env.unwrapped.friction == 0.1
+  u0 = jnp.array([0.3, 1.2, -2.0])
+  np.testing.assert_allclose(pilco.squash(config, u0),
+                             (9.0 * np.sin(u0) + np.sin(3.0 * u0)) / 8.0, rtol=1e-6)
 
 
 def test_float64_without_x64_is_refused():
@@ -179,6 +222,10 @@ def test_float64_computes_in_float64_on_the_float32_env(learn_run):
     (dict(trials=0), "pilco.Config.trials must be a positive int"),
     (dict(success_steps=100), "pilco.Config.success_steps must be <= episode_length"),
     (dict(model=pilco.ModelConfig(sparse_inducing=10_000)), "pilco.Config.model sparse_"),
+    (dict(env="pendulum", friction=0.1), "pilco.Config.friction is a cart-pole setting"),
+    (dict(measurement_noise_std=-0.1), "pilco.Config.measurement_noise_std must be in"),
+    (dict(policy=pilco.PolicyConfig(kind="linear", init_lengthscales=(1.0,) * 5)),
+     "pilco.Config.policy init_lengthscales is for the RBF policy"),
 ])
 def test_bad_config_is_refused_when_built(change, message):
   with count_compilations() as c:
@@ -194,3 +241,9 @@ def test_bad_component_values_are_refused():
     pilco.PolicyConfig(u_max=2.0)
   with pytest.raises(ValueError, match="pilco.OptimiserConfig.kind 'sgd' is unknown"):
     pilco.OptimiserConfig(kind="sgd")
+  with pytest.raises(ValueError, match="pilco.PolicyConfig.squash 'tanh' is unknown"):
+    pilco.PolicyConfig(squash="tanh")
+  with pytest.raises(ValueError, match="pilco.PolicyConfig.init_lengthscales must be positive"):
+    pilco.PolicyConfig(init_lengthscales=(1.0, -1.0))
+  with pytest.raises(ValueError, match="cartpole_swingup's policy has 5 inputs, got 2"):
+    pilco.make_parts(pilco.Config(policy=pilco.PolicyConfig(init_lengthscales=(1.0, 1.0))))

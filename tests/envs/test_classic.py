@@ -216,6 +216,37 @@ def test_swingup_conserves_energy_and_momentum_without_force():
   assert np.ptp(np.asarray(qs[:, 2])) > 1.0
 
 
+def test_swingup_friction_drains_momentum_by_b_times_the_distance_travelled():
+  """With viscous cart friction b (pilco-matlab's 0.1) the only horizontal external force is
+  -b x_dot, so the horizontal momentum obeys p(t) - p(0) = -b (x(t) - x(0)) exactly, and the
+  energy only falls; b = 0 is the frictionless env above."""
+  b = 0.1
+  env = CartpoleSwingup(friction=b)
+  M, m, l, g = 0.5, 0.5, 0.3, 9.8
+
+  def invariants(q):
+    _, xd, th, thd = q
+    energy = (0.5 * (M + m) * xd**2 + m * l * xd * thd * jnp.cos(th)
+              + 0.5 * (4.0 / 3.0) * m * l**2 * thd**2 + m * g * l * jnp.cos(th))
+    return energy, (M + m) * xd + m * l * thd * jnp.cos(th)
+
+  def run(q):
+    def body(s, _):
+      s = env.step(s, jnp.zeros((1,)))
+      return s, s.pipeline_state
+    return jax.lax.scan(body, _state_at(env, q), None, length=200)[1]
+
+  q0 = jnp.array([0.1, 2.0, 2.0, 3.0])
+  qs = np.asarray(jax.jit(run)(q0))
+  e0, p0 = invariants(q0)
+  e, p = (np.asarray(v) for v in jax.vmap(invariants)(jnp.asarray(qs)))
+  np.testing.assert_allclose(p - float(p0), -b * (qs[:, 0] - 0.1), atol=1e-3)
+  assert abs(float(p[-1] - p0)) > 0.3                 # friction did act
+  assert np.all(np.diff(np.concatenate([[float(e0)], e])) < 1e-4)
+  with pytest.raises(ValueError, match="friction must be >= 0"):
+    CartpoleSwingup(friction=-1.0)
+
+
 # ----------------------------------------------------------------------------- #
 # pendulum
 # ----------------------------------------------------------------------------- #

@@ -56,6 +56,19 @@ def test_sin_squash_matches_monte_carlo():
   np.testing.assert_allclose(got[2], want[2], atol=2.5 * TOL)
 
 
+def test_sat_squash_matches_monte_carlo():
+  """pilco-matlab's gSat, u_max (9 sin z + sin 3z) / 8."""
+  m, s = _gaussian(jax.random.key(12), 2, scale=0.8)
+  z = _samples(jax.random.key(13), m, s)
+  u_max = jnp.array([1.0, 2.5])
+  got = jax.jit(moments.sat_squash)(m, s, u_max)
+  want = _empirical(z, u_max * (9.0 * jnp.sin(z) + jnp.sin(3.0 * z)) / 8.0)
+  np.testing.assert_allclose(got[0], want[0], atol=TOL)
+  np.testing.assert_allclose(got[1], want[1], atol=2.5 * TOL)     # u up to 2.5
+  np.testing.assert_allclose(got[2], want[2], atol=2.5 * TOL)
+  assert float(jnp.abs(got[2]).max()) > 0.1                        # not a vacuous zero
+
+
 def test_linear_matches_monte_carlo():
   m, s = _gaussian(jax.random.key(4), 3)
   w = jax.random.normal(jax.random.key(5), (2, 3))

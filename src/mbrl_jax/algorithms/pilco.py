@@ -147,7 +147,7 @@ class PhysicalState(Wrapper):
 
 @dataclasses.dataclass(frozen=True)
 class PolicyConfig:
-  """The controller u = u_max sin(pi(x_pol)) (PILCO's sine squashing of an RBF or linear map).
+  """The controller u = u_max squash(pi(x_pol)) (PILCO's squashing of an RBF or linear map).
 
   Attributes:
     kind: "rbf" (a radial-basis-function network with `num_basis` learnt centres, weights and
@@ -155,18 +155,30 @@ class PolicyConfig:
     num_basis: RBF centres (PILCO's cart-pole: 50).
     u_max: the squashing bound in the env's action units (cart-pole: 1.0 = 10 N).
     init_target_std: scale of the initial policy's output (PILCO: pseudo-targets N(0, 0.1^2)).
+    squash: "sin" (sin y, the paper's) or "sat" ((9 sin y + sin 3y) / 8, pilco-matlab's gSat,
+      flatter near the bound).
+    init_lengthscales: the RBF's initial lengthscales, one per policy input (the layout's
+      `inputs`; cart-pole's [x, x_dot, theta_dot, sin theta, cos theta], pilco-matlab:
+      (1, 1, 1, 0.7, 0.7)); None: all 1.
   """
 
   kind: str = "rbf"
   num_basis: int = 50
   u_max: float = 1.0
   init_target_std: float = 0.1
+  squash: str = "sin"
+  init_lengthscales: tuple[float, ...] | None = None
 
   def __post_init__(self):
     checks.one_of(self, "kind", ("rbf", "linear"))
+    checks.one_of(self, "squash", ("sin", "sat"))
     checks.positive_int(self, "num_basis")
     checks.in_range(self, "u_max", 0.0, 1.0, low_open=True)
     checks.in_range(self, "init_target_std", 0.0, low_open=True)
+    if self.init_lengthscales is not None:
+      if not self.init_lengthscales or min(self.init_lengthscales) <= 0.0:
+        checks.fail(self, "init_lengthscales", f"must be positive numbers, got "
+                    f"{self.init_lengthscales}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +242,12 @@ class Config:
     success_distance: a trial succeeds when the pole tip is within this many metres of the
       goal on every one of the last `success_steps` steps of the episode.
     success_steps: see `success_distance` (cart-pole default: the last 1 s).
+    measurement_noise_std: Gaussian noise on every observed state dimension (pilco-matlab's
+      cart-pole: 0.01): the policy acts on the noisy observations and the GP learns from them
+      (consecutive transitions share each observation); the episode metrics use the true
+      states. 0: exact observations.
+    friction: cart-pole only: viscous friction on the cart in N per m/s (pilco-matlab: 0.1;
+      the library's env is frictionless, 0).
     policy: the controller.
     optimiser: policy improvement.
     model: the GP dynamics model.
@@ -252,6 +270,8 @@ class Config:
   cost_width: float = 0.25
   success_distance: float = 0.15
   success_steps: int = 10
+  measurement_noise_std: float = 0.0
+  friction: float = 0.0
   policy: PolicyConfig = PolicyConfig()
   optimiser: OptimiserConfig = OptimiserConfig()
   model: ModelConfig = ModelConfig()
@@ -264,6 +284,13 @@ class Config:
     checks.in_range(self, "dt", 0.0, low_open=True)
     checks.in_range(self, "cost_width", 0.0, low_open=True)
     checks.in_range(self, "success_distance", 0.0, low_open=True)
+    checks.in_range(self, "measurement_noise_std", 0.0)
+    checks.in_range(self, "friction", 0.0)
+    if self.friction and self.env != "cartpole_swingup":
+      checks.fail(self, "friction", f"is a cart-pole setting; {self.env} has none (use 0)")
+    ls = self.policy.init_lengthscales
+    if ls is not None and self.policy.kind == "linear":
+      checks.fail(self, "policy", "init_lengthscales is for the RBF policy, not the linear one")
     if self.success_steps > self.episode_length:
       checks.fail(self, "success_steps", f"must be <= episode_length={self.episode_length}, "
                   f"got {self.success_steps}")
@@ -345,7 +372,8 @@ def make_env(config: Config) -> Env:
   """The env PILCO acts in: `envs.make(config.env)` with the config's control period and
   episode length, observing the physical state."""
   if config.env == "cartpole_swingup":
-    kwargs = dict(dt=config.dt, num_substeps=max(1, round(config.dt / 0.02)))
+    kwargs = dict(dt=config.dt, num_substeps=max(1, round(config.dt / 0.02)),
+                  friction=config.friction)
   else:
     kwargs = dict(dt=config.dt)
   bare = envs.make(config.env, episode_length=None, **kwargs)
@@ -357,7 +385,12 @@ def make_env(config: Config) -> Env:
 def make_parts(config: Config) -> Parts:
   check_precision(config)
   env = make_env(config)
-  return Parts(env=env, layout=LAYOUTS[config.env](env.unwrapped))
+  layout = LAYOUTS[config.env](env.unwrapped)
+  ls = config.policy.init_lengthscales
+  if ls is not None and len(ls) != len(layout.inputs):
+    raise ValueError(f"pilco.PolicyConfig.init_lengthscales: {config.env}'s policy has "
+                     f"{len(layout.inputs)} inputs, got {len(ls)} lengthscales")
+  return Parts(env=env, layout=layout)
 
 
 # ------------------------------------------------------------------------------------------
@@ -416,8 +449,11 @@ def init_policy(config: Config, layout: Layout, key: PRNGKey, action_size: int
   b = config.policy.num_basis
   x = m0 + jax.random.normal(k1, (b, layout.state_size), dt) * jnp.sqrt(v0)
   aug = jax.vmap(functools.partial(_augment_point, layout))(x)[:, jnp.asarray(layout.inputs)]
+  ls = config.policy.init_lengthscales
+  log_ls = jnp.zeros((u, p), dt) if ls is None else jnp.broadcast_to(
+      jnp.log(jnp.asarray(ls, dt)), (u, p))
   return PolicyParams(inputs=aug, weights=std / b**0.5 * jax.random.normal(k2, (b, u), dt),
-                      log_lengthscales=jnp.zeros((u, p), dt))
+                      log_lengthscales=log_ls)
 
 
 def _policy_moments(config: Config, params: PolicyParams, mi: jax.Array, si: jax.Array):
@@ -431,10 +467,24 @@ def _policy_moments(config: Config, params: PolicyParams, mi: jax.Array, si: jax
     mean_fn = lambda mm: gp.moment_match(post, mm, si, model_variance=False)[0]
     m0, s0, _ = gp.moment_match(post, mi, si, model_variance=False)
     j0 = jax.jacfwd(mean_fn)(mi)
-  mu, su, _ = moments.sin_squash(m0, s0, config.policy.u_max)
-  # Stein through the squashing: E[du/du0] = u_max E[cos u0] (PILCO's gSin chain rule).
-  gain = config.policy.u_max * jnp.exp(-0.5 * jnp.diag(s0)) * jnp.cos(m0)
+  u_max, v0 = config.policy.u_max, jnp.diag(s0)
+  if config.policy.squash == "sin":
+    mu, su, _ = moments.sin_squash(m0, s0, u_max)
+    # Stein through the squashing: E[du/du0] = u_max E[cos u0] (PILCO's gSin chain rule).
+    gain = u_max * jnp.exp(-0.5 * v0) * jnp.cos(m0)
+  else:
+    mu, su, _ = moments.sat_squash(m0, s0, u_max)
+    # E[d/du0 (9 sin u0 + sin 3 u0) / 8] = (9 E[cos u0] + 3 E[cos 3 u0]) / 8.
+    gain = u_max / 8.0 * (9.0 * jnp.exp(-0.5 * v0) * jnp.cos(m0)
+                          + 3.0 * jnp.exp(-4.5 * v0) * jnp.cos(3.0 * m0))
   return mu, su, gain[:, None] * j0
+
+
+def squash(config: Config, u0: jax.Array) -> jax.Array:
+  """u_max squash(u0) for a known u0 (see `PolicyConfig.squash`)."""
+  if config.policy.squash == "sin":
+    return config.policy.u_max * jnp.sin(u0)
+  return config.policy.u_max * (9.0 * jnp.sin(u0) + jnp.sin(3.0 * u0)) / 8.0
 
 
 def policy_action(config: Config, layout: Layout, params: PolicyParams,
@@ -446,15 +496,40 @@ def policy_action(config: Config, layout: Layout, params: PolicyParams,
   def act(x):
     xi = _augment_point(layout, x.astype(params.inputs.dtype))[idx]
     u0 = (params.inputs @ xi + params.weights if post is None else gp.predict(post, xi)[0])
-    return (config.policy.u_max * jnp.sin(u0)).astype(jnp.float32)     # the env's dtype
+    return squash(config, u0).astype(jnp.float32)                      # the env's dtype
 
   return act
 
 
-def make_policy(config: Config, layout: Layout, params: PolicyParams) -> acting.Policy:
-  """The controller as an `envs.acting.Policy` on the physical-state observation."""
+def make_policy(config: Config, layout: Layout, params: PolicyParams,
+                noise: jax.Array | None = None) -> acting.Policy:
+  """The controller as an `envs.acting.Policy` on the physical-state observation; with
+  `noise` [T + 1, D] it acts at step t on the observation plus noise[t] (measurement noise:
+  see `observe`)."""
   act = policy_action(config, layout, params)
-  return acting.Policy(init=lambda key: (), act=lambda st, key, obs: (act(obs), st, {}))
+  if noise is None:
+    return acting.Policy(init=lambda key: (), act=lambda st, key, obs: (act(obs), st, {}))
+  return acting.Policy(init=lambda key: jnp.zeros((), jnp.int32),
+                       act=lambda t, key, obs: (act(obs + noise[t]), t + 1, {}))
+
+
+def measurement_noise(config: Config, layout: Layout, key: PRNGKey) -> jax.Array | None:
+  """One episode's measurement noise [T + 1, D] (noise[t] on the t-th state observed), or
+  None when `config.measurement_noise_std` is 0."""
+  if not config.measurement_noise_std:
+    return None
+  shape = (config.episode_length + 1, layout.state_size)
+  return config.measurement_noise_std * jax.random.normal(key, shape, jnp.float32)
+
+
+def observe(transitions: Transition, noise: jax.Array | None) -> Transition:
+  """The transitions as observed through `noise` [T + 1, D] (the episode's, from
+  `measurement_noise`): obs_t + noise[t], next_obs_t + noise[t + 1], so consecutive
+  transitions share each noisy observation."""
+  if noise is None:
+    return transitions
+  return transitions._replace(obs=transitions.obs + noise[:-1],
+                              next_obs=transitions.next_obs + noise[1:])
 
 
 # ------------------------------------------------------------------------------------------
@@ -643,7 +718,8 @@ def _init(parts: Parts, config: Config, key: PRNGKey):
     key, ep_key = jax.random.split(key)
     ep = acting.episode(env, acting.uniform_random(env.action_size), ep_key,
                         config.episode_length)
-    buffer = buffer_lib.add_masked(buffer, ep.transitions, ep.valid)
+    noise = measurement_noise(config, layout, jax.random.fold_in(ep_key, 1))
+    buffer = buffer_lib.add_masked(buffer, observe(ep.transitions, noise), ep.valid)
     done.append(episode_metrics(config, layout, ep))
   done = jax.tree.map(lambda *x: jnp.stack(x), *done)
   inputs, targets = gp_data(layout, buffer.data, config.dtype)
@@ -700,14 +776,16 @@ def make_step(config: Config, parts: Parts | None = None, rows: int | None = Non
 
   def step(state: State) -> tuple[State, dict]:
     key, model_key, ep_key = jax.random.split(state.key, 3)
+    noise_key = jax.random.fold_in(ep_key, 1)          # used only with measurement noise
     gp_params, post, lml = fit_model(config, layout, state.gp_params, state.buffer,
                                      model_key, rows)
     horizon = config.episode_length
     objective = lambda p: -_predicted_gain(config, layout, p, post, horizon)[0]
     policy_params, best, first = optimise_policy(config, objective, state.policy_params)
-    ep = acting.episode(env, make_policy(config, layout, policy_params), ep_key,
+    noise = measurement_noise(config, layout, noise_key)
+    ep = acting.episode(env, make_policy(config, layout, policy_params, noise), ep_key,
                         config.episode_length)
-    buffer = buffer_lib.add_masked(state.buffer, ep.transitions, ep.valid)
+    buffer = buffer_lib.add_masked(state.buffer, observe(ep.transitions, noise), ep.valid)
     metrics = {
         **episode_metrics(config, layout, ep),
         "env_steps": state.env_steps + ep.length,

@@ -292,7 +292,8 @@ class CartpoleSwingup(_VectorStateEnv):
   """Cart-pole swing-up in the spirit of PETS (Chua et al., 2018), pure JAX.
 
   * Physics: gym's frictionless cart-pole equations
-    (:func:`gym_cartpole_accelerations`) with a uniform pole of full length
+    (:func:`gym_cartpole_accelerations`; `friction` > 0 adds viscous friction on
+    the cart, force - friction * x_dot, as pilco-matlab's b = 0.1) with a uniform pole of full length
     L = 0.6 (half-length 0.3), cart mass 0.5, pole mass 0.5, g = 9.8, no rail
     limits (x is unbounded), integrated with classical RK4: each env step
     (dt = 0.04 s, PETS' 0.02 s x frame-skip 2) is `num_substeps` = 2 RK4 steps of
@@ -323,7 +324,10 @@ class CartpoleSwingup(_VectorStateEnv):
       num_substeps: int = 2,
       action_cost: float = 0.01,
       reset_noise_std: float = 0.1,
+      friction: float = 0.0,
   ):
+    if friction < 0.0:
+      raise ValueError(f"CartpoleSwingup: friction must be >= 0, got {friction}")
     self.gravity = gravity
     self.cart_mass = cart_mass
     self.pole_mass = pole_mass
@@ -333,6 +337,7 @@ class CartpoleSwingup(_VectorStateEnv):
     self.num_substeps = num_substeps
     self.action_cost = action_cost
     self.reset_noise_std = reset_noise_std
+    self.friction = friction
 
   @property
   def observation_size(self) -> int:
@@ -354,7 +359,7 @@ class CartpoleSwingup(_VectorStateEnv):
 
   def _derivative(self, q: jax.Array, force: jax.Array) -> jax.Array:
     xacc, thetaacc = gym_cartpole_accelerations(
-        q, force, gravity=self.gravity, masscart=self.cart_mass,
+        q, force - self.friction * q[1], gravity=self.gravity, masscart=self.cart_mass,
         masspole=self.pole_mass, half_length=0.5 * self.pole_length,
     )
     return jnp.stack([q[1], xacc, q[3], thetaacc])

@@ -105,6 +105,30 @@ def sin_squash(m: jax.Array, s: jax.Array, u_max: jax.Array | float) -> Moments:
   return u_max * es, scale * ss, s * (u_max * ec)[None, :]
 
 
+def sat_squash(m: jax.Array, s: jax.Array, u_max: jax.Array | float) -> Moments:
+  """Moments of u = u_max * (9 sin z + sin 3z) / 8, elementwise, for z ~ N(m, s) (exact;
+  pilco-matlab's gSat: flatter than sine near the bound, |u| <= u_max).
+
+  The sines of the stacked [z, 3z] by `sin_squash`, then the linear map u_max / 8 [9 I, I].
+
+  Args:
+    m: mean of the unsquashed z.                     # [U]
+    s: its covariance.                               # [U, U]
+    u_max: the bound(s), scalar or [U].
+
+  Returns:
+    (mean [U], cov [U, U], cross = cov(z, u) [U, U]).
+  """
+  u = m.shape[0]
+  u_max = jnp.broadcast_to(jnp.asarray(u_max, m.dtype), m.shape)
+  lift = jnp.concatenate([jnp.eye(u, dtype=m.dtype), 3.0 * jnp.eye(u, dtype=m.dtype)])
+  ms, ss, cross = sin_squash(lift @ m, lift @ s @ lift.T, 1.0)     # [2U], [2U, 2U], [2U, 2U]
+  w = (u_max / 8.0)[:, None] * jnp.concatenate(
+      [9.0 * jnp.eye(u, dtype=m.dtype), jnp.eye(u, dtype=m.dtype)], 1)   # [U, 2U]
+  # cov(z, sin(lift z)) = (cov(lift z, sin(lift z)))[:U] since z is lift z's first block.
+  return w @ ms, w @ ss @ w.T, cross[:u] @ w.T
+
+
 def linear(m: jax.Array, s: jax.Array, w: jax.Array, b: jax.Array | None = None) -> Moments:
   """Moments of y = W x + b (exact).
 
