@@ -69,3 +69,32 @@ def test_per_chunk_steps_with_seeds_vmapped_and_resumed(tmp_path):
   _, resumed = run_lib.train(short, keys, checkpoint_dir=directory, resume=True)
   np.testing.assert_array_equal(resumed["total"], whole["total"])
   np.testing.assert_array_equal(resumed["program"], whole["program"])
+
+
+def test_one_seed_batch_runs_unbatched_so_conds_take_one_branch(tmp_path):
+  """A batch of one key keeps its seed axis in the state and the history, but its programs
+  are the unbatched ones: `vmap` would turn the `lax.cond` below into a `select` that runs
+  the untaken branch too (counted by a host callback); two seeds still vmap (and do)."""
+  untaken = []
+
+  def step(state):
+    def expensive(s):
+      jax.debug.callback(lambda: untaken.append(1))
+      return s * 0.0
+    total = jax.lax.cond(state >= 0.0, lambda s: s + 1.0, expensive, state)
+    return total, {"total": total}
+
+  algorithm = Algorithm(name="toy_cond", unit="chunk", config=ToyConfig(3),
+                        init=lambda key: (jnp.float32(0.0), {}), step=step, num_chunks=3,
+                        nonfinite={})
+  one = jnp.stack([jax.random.key(0)])
+  state, history = run_lib.train(algorithm, one, checkpoint_dir=str(tmp_path / "one"))
+  assert state.shape == (1,) and history["total"].shape == (3, 1)
+  np.testing.assert_array_equal(history["total"][:, 0], [1, 2, 3])
+  assert untaken == []
+  _, resumed = run_lib.train(algorithm, one, checkpoint_dir=str(tmp_path / "one"),
+                             resume=True)
+  np.testing.assert_array_equal(resumed["total"], history["total"])
+  _, two = run_lib.train(algorithm, jnp.stack([jax.random.key(0), jax.random.key(1)]))
+  np.testing.assert_array_equal(two["total"][:, 1], [1, 2, 3])
+  assert len(untaken) == 3              # vmapped: the select ran the untaken branch
