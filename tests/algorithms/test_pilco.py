@@ -130,6 +130,31 @@ def test_friction_and_the_sat_squash_reach_the_env_and_the_policy():
                              (9.0 * np.sin(u0) + np.sin(3.0 * u0)) / 8.0, rtol=1e-6)
 
 
+@pytest.mark.cheap_compile
+def test_optimiser_stops_at_a_stall_and_otherwise_runs_every_step():
+  """Adam on f(p) = a p from p = 0 moves p by -lr = -0.01 a step, so step k (which evaluates
+  the point of step k - 1) lowers the best value by 0.01 a from step 2 on. Tolerance 0.015:
+  the reference drops at steps 3, 5, 7, ..., so patience 2 stops at step 2 and patience 3
+  runs all 20; a flat objective (a = 0) never drops and stops after exactly `patience` steps.
+  The two slopes are vmapped: a stopped seed waits, frozen, while the other runs on."""
+  def run(patience, slopes):
+    config = dataclasses.replace(pilco.PRESETS["quick"], optimiser=pilco.OptimiserConfig(
+        kind="adam", steps=20, learning_rate=0.01, patience=patience, tolerance=0.015))
+    opt = lambda a: pilco.optimise_policy(config, lambda p: a * jnp.sum(p), jnp.zeros(1))
+    return jax.tree.map(np.asarray, jax.jit(jax.vmap(opt))(jnp.asarray(slopes)))
+
+  _, _, _, taken = run(0, [1.0, 0.0])
+  np.testing.assert_array_equal(taken, [20, 20])
+  best, value, first, taken = run(2, [1.0, 0.0])
+  np.testing.assert_array_equal(taken, [2, 2])
+  np.testing.assert_allclose(value, [-0.02, 0.0], atol=1e-6)      # p after 2 steps, checked
+  best, value, first, taken = run(3, [1.0, 0.0])
+  np.testing.assert_array_equal(taken, [20, 3])
+  np.testing.assert_allclose(best[:, 0], [-0.2, 0.0], atol=1e-5)
+  np.testing.assert_allclose(value, [-0.2, 0.0], atol=1e-5)
+  np.testing.assert_array_equal(first, [0.0, 0.0])
+
+
 def test_float64_without_x64_is_refused():
   with pytest.raises(ValueError, match="pilco.Config.float64 is True but JAX x64 is off"):
     pilco.make_parts(pilco.Config(float64=True))
@@ -247,3 +272,7 @@ def test_bad_component_values_are_refused():
     pilco.PolicyConfig(init_lengthscales=(1.0, -1.0))
   with pytest.raises(ValueError, match="cartpole_swingup's policy has 5 inputs, got 2"):
     pilco.make_parts(pilco.Config(policy=pilco.PolicyConfig(init_lengthscales=(1.0, 1.0))))
+  with pytest.raises(ValueError, match="pilco.OptimiserConfig.patience must be an int >= 0"):
+    pilco.OptimiserConfig(patience=-1)
+  with pytest.raises(ValueError, match="pilco.OptimiserConfig.tolerance must be in"):
+    pilco.OptimiserConfig(tolerance=-1.0)

@@ -191,18 +191,27 @@ class OptimiserConfig:
     steps: optimiser steps per trial (0: the policy is never improved).
     learning_rate: Adam's step size (for lbfgs: the line search's; None there = 1).
     max_linesearch_steps: lbfgs: evaluations per line search at most.
+    patience: 0: always `steps` steps. Otherwise stop early once `patience` steps in a row
+      have not lowered the best objective by more than `tolerance` below the best of the
+      last step that did (a stall: a `while_loop` then, and under vmap every seed runs
+      until the last one stops); the metric "policy/optimiser_steps" counts the steps taken.
+    tolerance: see `patience`, in the objective's units (PILCO: summed cost per episode).
   """
 
   kind: str = "lbfgs"
   steps: int = 100
   learning_rate: float = 1.0
   max_linesearch_steps: int = 10
+  patience: int = 0
+  tolerance: float = 1e-3
 
   def __post_init__(self):
     checks.one_of(self, "kind", ("lbfgs", "adam"))
     checks.int_at_least(self, "steps", 0)
     checks.in_range(self, "learning_rate", 0.0)
     checks.positive_int(self, "max_linesearch_steps")
+    checks.int_at_least(self, "patience", 0)
+    checks.in_range(self, "tolerance", 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -607,16 +616,16 @@ def _predicted_gain(config, layout, policy_params, post, horizon):
 
 
 def optimise_policy(config: Config, objective: Callable[[Any], jax.Array], params: Any
-                    ) -> tuple[Any, jax.Array, jax.Array]:
-  """`config.optimiser.steps` steps of L-BFGS or Adam on `objective`, as a `lax.scan`;
-  returns (the best parameters seen, the objective there, the objective at the start).
-  Keeping the best guards against a step that makes the objective NaN (float32 moment
-  matching can lose positive definiteness); after such a step the optimiser restarts from the
-  best point."""
+                    ) -> tuple[Any, jax.Array, jax.Array, jax.Array]:
+  """`config.optimiser.steps` steps of L-BFGS or Adam on `objective`, as a `lax.scan` (or a
+  `lax.while_loop` that stops at a stall, with `patience`); returns (the best parameters
+  seen, the objective there, the objective at the start, the steps taken). Keeping the best
+  guards against a step that makes the objective NaN (float32 moment matching can lose
+  positive definiteness); after such a step the optimiser restarts from the best point."""
   o = config.optimiser
   first = objective(params)
   if o.steps == 0:
-    return params, first, first
+    return params, first, first, jnp.zeros((), jnp.int32)
   if o.kind == "lbfgs":
     opt = optax.lbfgs(learning_rate=o.learning_rate or None,
                       linesearch=optax.scale_by_zoom_linesearch(
@@ -628,7 +637,7 @@ def optimise_policy(config: Config, objective: Callable[[Any], jax.Array], param
   else:
     value_and_grad = lambda p, state: jax.value_and_grad(objective)(p)
 
-  def body(carry, _):
+  def body(carry):
     p, st, best, best_value = carry
     value, grad = value_and_grad(p, state=st)
     grad = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grad)
@@ -645,14 +654,34 @@ def optimise_policy(config: Config, objective: Callable[[Any], jax.Array], param
     p_next = jax.tree.map(lambda a, b: jnp.where(ok, a, b), optax.apply_updates(p, updates),
                           best)
     st_next = jax.tree.map(lambda a, b: jnp.where(ok, a, b), st_next, opt.init(best))
-    return (p_next, st_next, best, best_value), None
+    return p_next, st_next, best, best_value
 
   init = (params, opt.init(params), params, jnp.where(jnp.isfinite(first), first, jnp.inf))
-  (p, _, best, best_value), _ = jax.lax.scan(body, init, None, length=o.steps)
+  if o.patience == 0:
+    (p, _, best, best_value), _ = jax.lax.scan(lambda c, _: (body(c), None), init, None,
+                                               length=o.steps)
+    taken = jnp.asarray(o.steps, jnp.int32)
+  else:
+    # The step counter i, the reference value (the best when it last dropped by more than
+    # `tolerance`) and the step that set it.
+    def cond(c):
+      i, _, ref_i, _ = c
+      return (i < o.steps) & (i - ref_i < o.patience)
+
+    def loop(c):
+      i, ref, ref_i, inner = c
+      inner = body(inner)
+      dropped = inner[3] < ref - o.tolerance
+      return (i + 1, jnp.where(dropped, inner[3], ref), jnp.where(dropped, i + 1, ref_i),
+              inner)
+
+    zero = jnp.zeros((), jnp.int32)
+    taken, _, _, (p, _, best, best_value) = jax.lax.while_loop(
+        cond, loop, (zero, init[3], zero, init))
   last = objective(p)
   better = jnp.isfinite(last) & (last < best_value)
   best = jax.tree.map(lambda a, b: jnp.where(better, a, b), p, best)
-  return best, jnp.where(better, last, best_value), first
+  return best, jnp.where(better, last, best_value), first, taken
 
 
 # ------------------------------------------------------------------------------------------
@@ -781,7 +810,8 @@ def make_step(config: Config, parts: Parts | None = None, rows: int | None = Non
                                      model_key, rows)
     horizon = config.episode_length
     objective = lambda p: -_predicted_gain(config, layout, p, post, horizon)[0]
-    policy_params, best, first = optimise_policy(config, objective, state.policy_params)
+    policy_params, best, first, taken = optimise_policy(config, objective,
+                                                        state.policy_params)
     noise = measurement_noise(config, layout, noise_key)
     ep = acting.episode(env, make_policy(config, layout, policy_params, noise), ep_key,
                         config.episode_length)
@@ -793,6 +823,7 @@ def make_step(config: Config, parts: Parts | None = None, rows: int | None = Non
         "model/noise_std": jnp.mean(jnp.exp(gp_params.log_noise_std)),
         "policy/predicted_cost": horizon + best,
         "policy/initial_predicted_cost": horizon + first,
+        "policy/optimiser_steps": taken,
         "nonfinite/model_params": tree.nonfinite(gp_params),
         "nonfinite/policy_params": tree.nonfinite(policy_params),
     }
@@ -827,7 +858,8 @@ def make(config: Config) -> Algorithm:
   "train/episode_length", "train/success" (1.0 when the tip stayed within
   `success_distance` of the goal for the last `success_steps` steps), "env_steps",
   "policy/real_cost", and for the learnt trials "policy/predicted_cost" (after improvement),
-  "policy/initial_predicted_cost" (before) and "model/log_marginal_likelihood" (per point).
+  "policy/initial_predicted_cost" (before), "policy/optimiser_steps" and
+  "model/log_marginal_likelihood" (per point).
   A NaN or Inf in the GP hyperparameters or the policy stops the run.
   """
   parts = make_parts(config)
