@@ -33,17 +33,20 @@ def _model(config, layout, key, n=30):
 
 
 @pytest.mark.cheap_compile   # compile-bound (tests/conftest.py)
-@pytest.mark.parametrize("kind,squash", [("rbf", "sin"), ("linear", "sin"), ("rbf", "sat")])
-def test_policy_gradient_matches_finite_differences(kind, squash):
+@pytest.mark.parametrize("kind,squash,parametrisation", [
+    ("rbf", "sin", "weights"), ("linear", "sin", "weights"), ("rbf", "sat", "weights"),
+    ("rbf", "sin", "targets")])
+def test_policy_gradient_matches_finite_differences(kind, squash, parametrisation):
   """Autodiff through the moment-matched rollout (the GP's moment matching, the policy's,
   the squashing, the trig augmentation and the closed-form cost) against central
   differences, float64."""
   config = dataclasses.replace(pilco.PRESETS["quick"],
                                policy=pilco.PolicyConfig(kind=kind, num_basis=5,
-                                                         squash=squash),
-                               cost_width=1.0)
-  layout = pilco.make_parts(config).layout
+                                                         squash=squash,
+                                                         parametrisation=parametrisation),
+                               cost_width=1.0, float64=True)
   with jax.enable_x64(True):
+    layout = pilco.make_parts(config).layout
     post = _model(config, layout, jax.random.key(0), n=20)
     params = jax.tree.map(lambda x: x.astype(jnp.float64),
                           pilco.init_policy(config, layout, jax.random.key(1), 1))
@@ -128,6 +131,29 @@ def test_friction_and_the_sat_squash_reach_the_env_and_the_policy():
   u0 = jnp.array([0.3, 1.2, -2.0])
   np.testing.assert_allclose(pilco.squash(config, u0),
                              (9.0 * np.sin(u0) + np.sin(3.0 * u0)) / 8.0, rtol=1e-6)
+
+
+def test_pseudo_target_policy_is_the_mean_of_a_gp_through_its_targets():
+  """parametrisation "targets": u = u_max sin(k(x)^T (K + 0.01^2 I)^-1 y) with unit signal
+  std, checked against NumPy at random states; the targets start N(0, 0.1^2), not scaled by
+  the number of centres."""
+  config = dataclasses.replace(pilco.PRESETS["quick"], float64=True, policy=pilco.PolicyConfig(
+      num_basis=8, parametrisation="targets", init_lengthscales=(1.0, 2.0, 1.0, 0.7, 0.5)))
+  with jax.enable_x64(True):
+    layout = pilco.make_parts(config).layout
+    params = pilco.init_policy(config, layout, jax.random.key(4), 1)
+    states = np.asarray(layout.init_mean) + np.asarray(
+        jax.random.normal(jax.random.key(5), (6, layout.state_size)), np.float64)
+    got = np.asarray(jax.vmap(pilco.policy_action(config, layout, params))(states))
+  c, y = np.asarray(params.inputs), np.asarray(params.weights)
+  ell = np.exp(np.asarray(params.log_lengthscales))[0]
+  np.testing.assert_allclose(ell, [1.0, 2.0, 1.0, 0.7, 0.5])
+  kern = lambda a, b: np.exp(-0.5 * (((a[:, None] - b[None]) / ell) ** 2).sum(-1))
+  w = np.linalg.solve(kern(c, c) + 1e-4 * np.eye(len(c)), y)
+  aug = np.stack([np.asarray(pilco._augment_point(layout, jnp.asarray(x)))[list(layout.inputs)]
+                  for x in states])
+  np.testing.assert_allclose(got, np.sin(kern(aug, c) @ w), rtol=1e-5, atol=1e-6)
+  assert 0.03 < y.std() < 0.3           # N(0, 0.1^2) targets (weights would be 0.1 / sqrt(8))
 
 
 @pytest.mark.cheap_compile
@@ -251,6 +277,10 @@ def test_float64_computes_in_float64_on_the_float32_env(learn_run):
     (dict(measurement_noise_std=-0.1), "pilco.Config.measurement_noise_std must be in"),
     (dict(policy=pilco.PolicyConfig(kind="linear", init_lengthscales=(1.0,) * 5)),
      "pilco.Config.policy init_lengthscales is for the RBF policy"),
+    (dict(policy=pilco.PolicyConfig(parametrisation="targets")),
+     "pilco.Config.policy parametrisation 'targets' needs float64=True"),
+    (dict(float64=True, policy=pilco.PolicyConfig(kind="linear", parametrisation="targets")),
+     "pilco.Config.policy parametrisation 'targets' is for the RBF policy"),
 ])
 def test_bad_config_is_refused_when_built(change, message):
   with count_compilations() as c:
@@ -276,3 +306,5 @@ def test_bad_component_values_are_refused():
     pilco.OptimiserConfig(patience=-1)
   with pytest.raises(ValueError, match="pilco.OptimiserConfig.tolerance must be in"):
     pilco.OptimiserConfig(tolerance=-1.0)
+  with pytest.raises(ValueError, match="pilco.PolicyConfig.parametrisation 'beta' is unknown"):
+    pilco.PolicyConfig(parametrisation="beta")

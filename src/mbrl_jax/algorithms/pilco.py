@@ -160,6 +160,13 @@ class PolicyConfig:
     init_lengthscales: the RBF's initial lengthscales, one per policy input (the layout's
       `inputs`; cart-pole's [x, x_dot, theta_dot, sin theta, cos theta], pilco-matlab:
       (1, 1, 1, 0.7, 0.7)); None: all 1.
+    parametrisation: how the RBF's outputs are parameters. "weights": the network's weights
+      themselves (init N(0, init_target_std^2 / num_basis)). "targets": pilco-matlab's
+      pseudo-targets y, the policy being the mean of a GP (signal std 1, noise std 0.01)
+      through (centres, y), so weights = (K + 0.01^2 I)^-1 y (init y ~ N(0,
+      init_target_std^2)); the same function class, another landscape for the optimiser:
+      with the centres drawn close together the initial policy interpolates random targets
+      and varies fast near the start. Needs float64 (those weights cancel to many digits).
   """
 
   kind: str = "rbf"
@@ -168,10 +175,12 @@ class PolicyConfig:
   init_target_std: float = 0.1
   squash: str = "sin"
   init_lengthscales: tuple[float, ...] | None = None
+  parametrisation: str = "weights"
 
   def __post_init__(self):
     checks.one_of(self, "kind", ("rbf", "linear"))
     checks.one_of(self, "squash", ("sin", "sat"))
+    checks.one_of(self, "parametrisation", ("weights", "targets"))
     checks.positive_int(self, "num_basis")
     checks.in_range(self, "u_max", 0.0, 1.0, low_open=True)
     checks.in_range(self, "init_target_std", 0.0, low_open=True)
@@ -300,6 +309,13 @@ class Config:
     ls = self.policy.init_lengthscales
     if ls is not None and self.policy.kind == "linear":
       checks.fail(self, "policy", "init_lengthscales is for the RBF policy, not the linear one")
+    if self.policy.parametrisation == "targets":
+      if self.policy.kind == "linear":
+        checks.fail(self, "policy", "parametrisation 'targets' is for the RBF policy, not the "
+                    "linear one")
+      if not self.float64:
+        checks.fail(self, "policy", "parametrisation 'targets' needs float64=True (its "
+                    "weights (K + 0.01^2 I)^-1 y cancel to more digits than float32 holds)")
     if self.success_steps > self.episode_length:
       checks.fail(self, "success_steps", f"must be <= episode_length={self.episode_length}, "
                   f"got {self.success_steps}")
@@ -408,7 +424,8 @@ def make_parts(config: Config) -> Parts:
 
 class PolicyParams(NamedTuple):
   """RBF: `inputs` [B, P] centres, `weights` [B, U], `log_lengthscales` [U, P]: pi(x) =
-  sum_b weights_b exp(-|x - inputs_b|^2_Lambda / 2). Linear: `inputs` [U, P] the matrix,
+  sum_b weights_b exp(-|x - inputs_b|^2_Lambda / 2) (with `PolicyConfig.parametrisation`
+  "targets", `weights` holds the pseudo-targets y and the sum runs over (K + 0.01^2 I)^-1 y). Linear: `inputs` [U, P] the matrix,
   `weights` [U] the offset, `log_lengthscales` [U, P] unused (zeros)."""
 
   inputs: jax.Array
@@ -427,17 +444,20 @@ def _augment(layout: Layout, m: jax.Array, s: jax.Array) -> tuple[jax.Array, jax
   return moments.joint(m, s, mt, st, ct)
 
 
-def _rbf_gp(params: PolicyParams) -> gp.Posterior:
+def _rbf_gp(config: Config, params: PolicyParams) -> gp.Posterior:
   """The RBF network as a GP posterior whose mean it is (signal std 1; no variance terms).
 
-  PILCO parameterises it by pseudo-targets y, weights = (K + 0.01^2 I)^-1 y; with the
-  pseudo-inputs drawn close together (from the start distribution) those weights cancel
-  to many digits, which float32 cannot carry, so the weights are the parameters here (the
-  same function class)."""
+  PILCO parameterises it by pseudo-targets y, weights = (K + 0.01^2 I)^-1 y
+  (`PolicyConfig.parametrisation` "targets"); with the pseudo-inputs drawn close together
+  (from the start distribution) those weights cancel to many digits, which float32 cannot
+  carry, so by default ("weights") the weights are the parameters (the same function
+  class)."""
   b, u = params.weights.shape
   hyp = gp.GPParams(log_lengthscales=params.log_lengthscales,
                     log_signal_std=jnp.zeros((u,), params.inputs.dtype),
                     log_noise_std=jnp.full((u,), jnp.log(0.01), params.inputs.dtype))
+  if config.policy.parametrisation == "targets":
+    return gp.posterior(hyp, params.inputs, params.weights)
   return gp.Posterior(params=hyp, centres=params.inputs, beta=params.weights.T,
                       inv_k=jnp.zeros((u, b, b), params.inputs.dtype),
                       mask=jnp.ones((b,), bool))
@@ -446,7 +466,8 @@ def _rbf_gp(params: PolicyParams) -> gp.Posterior:
 def init_policy(config: Config, layout: Layout, key: PRNGKey, action_size: int
                 ) -> PolicyParams:
   """PILCO's initial policy: centres drawn from the (augmented) start distribution, unit
-  lengthscales, weights N(0, init_target_std^2 / num_basis); linear: weights
+  lengthscales (or `init_lengthscales`), weights N(0, init_target_std^2 / num_basis) (with
+  parametrisation "targets": pseudo-targets N(0, init_target_std^2)); linear: weights
   N(0, init_target_std^2), zero offset."""
   p, u, dt = len(layout.inputs), action_size, config.dtype
   m0, v0 = jnp.asarray(layout.init_mean, dt), jnp.asarray(layout.init_var, dt)
@@ -461,7 +482,8 @@ def init_policy(config: Config, layout: Layout, key: PRNGKey, action_size: int
   ls = config.policy.init_lengthscales
   log_ls = jnp.zeros((u, p), dt) if ls is None else jnp.broadcast_to(
       jnp.log(jnp.asarray(ls, dt)), (u, p))
-  return PolicyParams(inputs=aug, weights=std / b**0.5 * jax.random.normal(k2, (b, u), dt),
+  scale = std if config.policy.parametrisation == "targets" else std / b**0.5
+  return PolicyParams(inputs=aug, weights=scale * jax.random.normal(k2, (b, u), dt),
                       log_lengthscales=log_ls)
 
 
@@ -472,7 +494,7 @@ def _policy_moments(config: Config, params: PolicyParams, mi: jax.Array, si: jax
     m0, s0, _ = moments.linear(mi, si, params.inputs, params.weights)
     j0 = params.inputs
   else:
-    post = _rbf_gp(params)
+    post = _rbf_gp(config, params)
     mean_fn = lambda mm: gp.moment_match(post, mm, si, model_variance=False)[0]
     m0, s0, _ = gp.moment_match(post, mi, si, model_variance=False)
     j0 = jax.jacfwd(mean_fn)(mi)
@@ -500,7 +522,7 @@ def policy_action(config: Config, layout: Layout, params: PolicyParams,
                   ) -> Callable[[jax.Array], jax.Array]:
   """x [D] -> u [U]: the deterministic controller for a known state."""
   idx = jnp.asarray(layout.inputs)
-  post = None if config.policy.kind == "linear" else _rbf_gp(params)
+  post = None if config.policy.kind == "linear" else _rbf_gp(config, params)
 
   def act(x):
     xi = _augment_point(layout, x.astype(params.inputs.dtype))[idx]
