@@ -188,28 +188,29 @@ def test_swingup_step_matches_numpy_rk4():
     assert float(out.done) == 0.0
 
 
-def test_swingup_conserves_energy_and_momentum_without_force():
-  env = CartpoleSwingup()
+def _swingup_invariants(q):
+  """(energy, horizontal momentum) of the swing-up cart-pole's physical state q (cart 0.5 kg,
+  pole 0.5 kg with its centre 0.3 m from the pivot, g 9.8)."""
   M, m, l, g = 0.5, 0.5, 0.3, 9.8
+  _, xd, th, thd = q
+  kinetic = (0.5 * (M + m) * xd**2 + m * l * xd * thd * jnp.cos(th)
+             + 0.5 * (4.0 / 3.0) * m * l**2 * thd**2)
+  return kinetic + m * g * l * jnp.cos(th), (M + m) * xd + m * l * thd * jnp.cos(th)
 
-  def invariants(q):
-    _, xd, th, thd = q
-    kinetic = (0.5 * (M + m) * xd**2 + m * l * xd * thd * jnp.cos(th)
-               + 0.5 * (4.0 / 3.0) * m * l**2 * thd**2)
-    energy = kinetic + m * g * l * jnp.cos(th)
-    momentum = (M + m) * xd + m * l * thd * jnp.cos(th)
-    return energy, momentum
 
-  def run(q):
-    def body(s, _):
-      s = env.step(s, jnp.zeros((1,)))
-      return s, s.pipeline_state
-    return jax.lax.scan(body, _state_at(env, q), None, length=200)[1]
+def _unforced(env, q, steps=200):
+  """The physical states of `steps` steps with zero force from q, [steps, 4]."""
+  def body(s, _):
+    s = env.step(s, jnp.zeros((1,)))
+    return s, s.pipeline_state
+  return jax.jit(lambda q: jax.lax.scan(body, _state_at(env, q), None, length=steps)[1])(q)
 
+
+def test_swingup_conserves_energy_and_momentum_without_force():
   q0 = jnp.array([0.1, 0.5, 2.0, 3.0])
-  qs = jax.jit(run)(q0)
-  e0, p0 = invariants(q0)
-  e, p = jax.vmap(invariants)(qs)
+  qs = _unforced(CartpoleSwingup(), q0)
+  e0, p0 = _swingup_invariants(q0)
+  e, p = jax.vmap(_swingup_invariants)(qs)
   assert np.max(np.abs(np.asarray(e) - float(e0))) < 1e-3 * abs(float(e0)) + 1e-3
   assert np.max(np.abs(np.asarray(p) - float(p0))) < 1e-3
   # ... and the motion is not trivial.
@@ -221,25 +222,10 @@ def test_swingup_friction_drains_momentum_by_b_times_the_distance_travelled():
   -b x_dot, so the horizontal momentum obeys p(t) - p(0) = -b (x(t) - x(0)) exactly, and the
   energy only falls; b = 0 is the frictionless env above."""
   b = 0.1
-  env = CartpoleSwingup(friction=b)
-  M, m, l, g = 0.5, 0.5, 0.3, 9.8
-
-  def invariants(q):
-    _, xd, th, thd = q
-    energy = (0.5 * (M + m) * xd**2 + m * l * xd * thd * jnp.cos(th)
-              + 0.5 * (4.0 / 3.0) * m * l**2 * thd**2 + m * g * l * jnp.cos(th))
-    return energy, (M + m) * xd + m * l * thd * jnp.cos(th)
-
-  def run(q):
-    def body(s, _):
-      s = env.step(s, jnp.zeros((1,)))
-      return s, s.pipeline_state
-    return jax.lax.scan(body, _state_at(env, q), None, length=200)[1]
-
   q0 = jnp.array([0.1, 2.0, 2.0, 3.0])
-  qs = np.asarray(jax.jit(run)(q0))
-  e0, p0 = invariants(q0)
-  e, p = (np.asarray(v) for v in jax.vmap(invariants)(jnp.asarray(qs)))
+  qs = np.asarray(_unforced(CartpoleSwingup(friction=b), q0))
+  e0, p0 = _swingup_invariants(q0)
+  e, p = (np.asarray(v) for v in jax.vmap(_swingup_invariants)(jnp.asarray(qs)))
   np.testing.assert_allclose(p - float(p0), -b * (qs[:, 0] - 0.1), atol=1e-3)
   assert abs(float(p[-1] - p0)) > 0.3                 # friction did act
   assert np.all(np.diff(np.concatenate([[float(e0)], e])) < 1e-4)
