@@ -44,7 +44,7 @@ class Args:
   preset: str = "cartpole_swingup"
   """The PILCO preset whose env, policy and horizon are timed."""
   rows: tuple[int, ...] = (40, 120, 200, 280, 360, 440)
-  """GP rows timed (multiples of the episode length: one random episode each)."""
+  """GP rows timed (random-action episodes, cut to this many transitions)."""
   repeats: int = 5
   """Timed calls per subject (median)."""
   quick: bool = False

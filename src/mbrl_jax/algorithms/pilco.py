@@ -430,8 +430,9 @@ def make_parts(config: Config) -> Parts:
 class PolicyParams(NamedTuple):
   """RBF: `inputs` [B, P] centres, `weights` [B, U], `log_lengthscales` [U, P]: pi(x) =
   sum_b weights_b exp(-|x - inputs_b|^2_Lambda / 2) (with `PolicyConfig.parametrisation`
-  "targets", `weights` holds the pseudo-targets y and the sum runs over (K + 0.01^2 I)^-1 y). Linear: `inputs` [U, P] the matrix,
-  `weights` [U] the offset, `log_lengthscales` [U, P] unused (zeros)."""
+  "targets", `weights` holds the pseudo-targets y and the sum runs over (K + 0.01^2 I)^-1 y).
+  Linear: `inputs` [U, P] the matrix, `weights` [U] the offset, `log_lengthscales` [U, P]
+  unused (zeros)."""
 
   inputs: jax.Array
   weights: jax.Array
